@@ -1,0 +1,93 @@
+"""The client-report ledger: ``(reason, category) -> quantity`` of items dropped.
+
+Thread-safe. ``take()`` swaps the counts out and resets them atomically, so two senders never
+report the same loss. ``report_item(counts, timestamp)`` turns counts into the
+``client_report`` item. Reasons are checked against the spec's list.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ._envelope import Item
+
+REASONS = frozenset(
+    {
+        "queue_overflow", "cache_overflow", "ratelimit_backoff", "network_error",
+        "sample_rate", "before_send", "event_processor", "send_error",
+        "internal_sdk_error", "insufficient_data", "backpressure", "buffer_overflow",
+        "ignored", "invalid",
+    }
+)  # fmt: skip
+
+Counts = dict[tuple[str, str], int]
+
+
+def check_reason(reason: str) -> str:
+    if reason not in REASONS:
+        raise ValueError(f"unknown discard reason {reason!r}; expected one of {sorted(REASONS)}")
+    return reason
+
+
+class ClientReportLedger:
+    """Counts of discarded items awaiting a client report."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counts = {}
+
+    def record(self, reason: str, category: str, quantity: int = 1) -> None:
+        check_reason(reason)
+        if quantity <= 0:
+            return
+        key = (reason, category)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + quantity
+
+    def record_many(self, reason: str, outcomes: Iterable[tuple[str, int]]) -> None:
+        for category, quantity in outcomes:
+            self.record(reason, category, quantity)
+
+    def take(self) -> Counts:
+        """The counts so far, leaving the ledger empty (one atomic swap)."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+        return counts
+
+    def restore(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Put counts back (when a report could not be attached after all)."""
+        with self._lock:
+            for key, quantity in counts.items():
+                self._counts[key] = self._counts.get(key, 0) + quantity
+
+    def __bool__(self) -> bool:
+        return bool(self._counts)
+
+    def reset(self) -> None:
+        """Forget everything and use a fresh lock (a forked child)."""
+        self._lock = threading.Lock()
+        self._counts = {}
+
+
+def report_payload(counts: Mapping[tuple[str, str], int], timestamp: float) -> dict[str, Any]:
+    return {
+        "timestamp": timestamp,
+        "discarded_events": [
+            {"reason": reason, "category": category, "quantity": quantity}
+            for (reason, category), quantity in sorted(counts.items())
+        ],
+    }
+
+
+def report_item(counts: Mapping[tuple[str, str], int], timestamp: float) -> Item:
+    return Item.client_report(report_payload(counts, timestamp))
+
+
+def nested(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """``{(reason, category): n}`` -> ``{reason: {category: n}}``."""
+    out: dict[str, dict[str, int]] = {}
+    for (reason, category), quantity in sorted(counts.items()):
+        out.setdefault(reason, {})[category] = quantity
+    return out

@@ -1,0 +1,380 @@
+"""The delivery engine: every delivery decision, once, with no I/O and no clock.
+
+Drivers (sync, threaded, asyncio, ...) pump it:
+
+    engine.submit(envelope, now)        caller side: queue it or count it lost
+    job = engine.next(now)              Job -> send it; float -> nothing before then; None -> idle
+    attempt = engine.prepare(job, now)  rate limits, size limits, client report, request bytes
+    engine.on_response(attempt, status, headers, now)   or   engine.on_error(attempt, exc, now)
+
+``submit``/``next``/``on_*``/``abandon`` mutate the queue: a driver calls them under its own
+lock (or on its one event-loop thread). ``prepare`` only reads the immutable rate-limit state
+and the thread-safe ledgers, so drivers call it outside the lock, off the caller's thread:
+that is where JSON encoding and compression happen.
+
+Accounting: every item handed in ends up delivered or lost under one reason, counted in
+``stats`` (always) and in the client-report ledger (unless the server counted it: a 429, or
+the item is itself a client report).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _compression, _limits, _request
+from ._categories import outcomes
+from ._client_reports import ClientReportLedger, check_reason, nested, report_item
+from ._dsn import Dsn
+from ._envelope import Envelope, Item
+from ._ratelimit import ALL, Headers, RateLimits
+from ._request import Outcome, Request
+from ._retry import RetryPolicy
+from ._version import CLIENT
+
+EVENT_TYPES = frozenset({"event", "transaction"})
+UNENCODED_JSON_ESTIMATE = (
+    4096  # bytes counted against queue_bytes for a JSON payload not yet encoded
+)
+UNHEALTHY_AFTER_FAILURES = 3
+
+
+@dataclass(eq=False)
+class Job:
+    seq: int
+    envelope: Envelope
+    size: int
+    internal: bool = False  # a client-report-only envelope made by the engine
+    attempts: int = 0
+    first_try: float | None = None
+
+
+@dataclass(eq=False)
+class Attempt:
+    job: Job
+    request: Request
+    items: list[Item]  # the job's items in this request (not the attached client report)
+    report: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+class Stats:
+    """Cumulative counters (thread-safe); ``snapshot()`` is what ``Transport.stats()`` shows."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.accepted = 0  # envelopes handed to capture_envelope
+        self.delivered = 0  # envelopes the server answered 2xx
+        self.events_accepted = 0  # event + transaction items handed in
+        self.events_delivered = 0
+        self.lost: dict[tuple[str, str], int] = {}
+        self.requests = 0
+        self.network_errors = 0
+        self.retries = 0
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+
+    def lose(self, reason: str, counted: list[tuple[str, int]]) -> None:
+        with self.lock:
+            for category, quantity in counted:
+                key = (reason, category)
+                self.lost[key] = self.lost.get(key, 0) + quantity
+
+
+class Engine:
+    def __init__(
+        self,
+        dsn: Dsn,
+        *,
+        rand: Callable[[], float] = random.random,
+        client: str = CLIENT,
+    ) -> None:
+        options = dsn.options
+        self.dsn = dsn
+        self.options = options
+        self.client = client
+        self.encoding = _compression.resolve(options.compression)
+        self.retry = RetryPolicy(
+            attempts=options.retry_attempts,
+            backoff=options.retry_backoff,
+            deadline=options.retry_deadline,
+        )
+        self.rand = rand
+        self.reset()
+
+    def reset(self) -> None:
+        """Start empty: at construction and in a forked child (nothing of the parent's)."""
+        self.limits = RateLimits()
+        self.reports = ClientReportLedger()
+        self.stats = Stats()
+        self._ready: deque[Job] = deque()
+        self._delayed: list[tuple[float, int, Job]] = []
+        self._queued_bytes = 0
+        self._in_flight = 0
+        self._seq = 0
+        self._outstanding: list[int] = []  # heap of seqs not yet finished
+        self._finished: set[int] = set()
+        self._report_due = False
+        self._last_report: float | None = None
+        self.closed = False
+
+    # -- caller side --------------------------------------------------------------------------
+
+    def submit(self, envelope: Envelope, now: float) -> bool:
+        """Queue an envelope; False when it was counted lost instead (full queue, closed)."""
+        stats = self.stats
+        events = 0
+        size = 0
+        for item in envelope.items:
+            if item.headers.get("type") in EVENT_TYPES:
+                events += 1
+            size += item.size_hint() if item.payload_is_encoded else UNENCODED_JSON_ESTIMATE
+        with stats.lock:
+            stats.accepted += 1
+            stats.events_accepted += events
+        if (
+            self.closed
+            or len(self._ready) + len(self._delayed) >= self.options.queue_size
+            or self._queued_bytes + size > self.options.queue_bytes
+        ):
+            self.lose("queue_overflow", envelope.items)
+            return False
+        self._enqueue(Job(self._next_seq(), envelope, size))
+        return True
+
+    def request_report(self) -> None:
+        """Send pending client reports soon (at flush and close) instead of on the timer."""
+        if self.options.send_client_reports and self.reports:
+            self._report_due = True
+
+    # -- worker side --------------------------------------------------------------------------
+
+    def next(self, now: float) -> Job | float | None:
+        """The job to send now, else when to look again (a time), else None (idle)."""
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            job = heapq.heappop(delayed)[2]
+            self._ready.appendleft(job)
+        if self._ready:
+            job = self._ready.popleft()
+            self._queued_bytes -= job.size
+            self._in_flight += 1
+            return job
+        if self.options.send_client_reports and self.reports:
+            due = (
+                now
+                if self._report_due or self._last_report is None
+                else self._last_report + self.options.client_report_interval
+            )
+            if due <= now:
+                self._report_due = False
+                self._last_report = now
+                self._in_flight += 1
+                return Job(self._next_seq(), Envelope(), 0, internal=True)
+            return min(due, delayed[0][0]) if delayed else due
+        return delayed[0][0] if delayed else None
+
+    def prepare(self, job: Job, now: float) -> Attempt | None:
+        """The request for a job, after rate and size limits; None when nothing is left to send.
+
+        Safe to call outside the driver's lock. A None means the job is over: the driver
+        must still call ``finish(job)``.
+        """
+        if job.first_try is None:
+            job.first_try = now
+        job.attempts += 1
+        allowed, blocked = self.limits.split(job.envelope.items, now)
+        if blocked:
+            self.lose("ratelimit_backoff", blocked)
+        items: list[Item] = []
+        for item in allowed:
+            try:
+                item.payload  # noqa: B018 -- encode JSON payloads here, off the caller's thread
+            except (TypeError, ValueError, RecursionError):
+                self.lose("internal_sdk_error", [item])
+                continue
+            items.append(item)
+        if items:
+            candidate = Envelope(job.envelope.headers, items)
+            too_big = {v.index for v in _limits.check(candidate)}
+            if too_big:
+                self.lose("send_error", [items[i] for i in sorted(too_big)])
+                items = [item for i, item in enumerate(items) if i not in too_big]
+        report: dict[tuple[str, str], int] = {}
+        if self.options.send_client_reports and (items or job.internal):
+            report = self.reports.take()
+        if not items and not report:
+            return None
+        body_items = list(items)
+        if report:
+            body_items.append(report_item(report, round(now, 3)))
+        headers = job.envelope.headers if items else {}
+        envelope = Envelope(headers, body_items)
+        envelope._raw_header = job.envelope._raw_header if items else None
+        request = _request.build(
+            envelope,
+            self.dsn,
+            now,
+            self.encoding,
+            self.options.compression_level,
+            self.options.compression_threshold,
+            self.client,
+        )
+        if _limits.body_too_large(len(request.body)):
+            self.lose("send_error", items)
+            return None
+        with self.stats.lock:
+            self.stats.requests += 1
+        return Attempt(job, request, items, report)
+
+    def on_response(self, attempt: Attempt, status: int, headers: Headers, now: float) -> Outcome:
+        self.limits = self.limits.update(status, headers, now)
+        outcome = _request.classify(status)
+        stats = self.stats
+        with stats.lock:
+            stats.consecutive_failures = 0
+            if outcome is not Outcome.DELIVERED:
+                stats.last_error = f"HTTP {status}"
+        if outcome is Outcome.DELIVERED:
+            if attempt.items:
+                events = sum(1 for i in attempt.items if i.headers.get("type") in EVENT_TYPES)
+                with stats.lock:
+                    stats.delivered += 1
+                    stats.events_delivered += events
+        elif outcome is Outcome.RATE_LIMITED:
+            self.lose("ratelimit_backoff", attempt.items, report=False)
+        else:
+            self.lose("send_error", attempt.items)
+        self.finish(attempt.job)
+        return outcome
+
+    def on_error(self, attempt: Attempt, error: BaseException, now: float) -> float | None:
+        """A network error: returns the retry time, or None when the items were counted lost."""
+        job = attempt.job
+        if attempt.report:
+            self.reports.restore(attempt.report)  # not lost: it goes with a later request
+        with self.stats.lock:
+            self.stats.network_errors += 1
+            self.stats.consecutive_failures += 1
+            self.stats.last_error = f"{type(error).__name__}: {error}"
+        delay = None
+        if not self.closed and attempt.items:
+            assert job.first_try is not None
+            delay = self.retry.delay(job.attempts, job.first_try, now, self.rand())
+        if delay is None:
+            self.lose("network_error", attempt.items)
+            self.finish(job)
+            return None
+        with self.stats.lock:
+            self.stats.retries += 1
+        self._in_flight -= 1
+        heapq.heappush(self._delayed, (now + delay, job.seq, job))
+        self._queued_bytes += job.size
+        return now + delay
+
+    def finish(self, job: Job) -> None:
+        """A job is over (delivered or counted lost)."""
+        self._in_flight -= 1
+        self._finished.add(job.seq)
+        outstanding = self._outstanding
+        while outstanding and outstanding[0] in self._finished:
+            self._finished.discard(heapq.heappop(outstanding))
+
+    # -- flush and close ----------------------------------------------------------------------
+
+    def mark(self) -> int:
+        """A flush mark: everything submitted so far."""
+        return self._seq
+
+    def done(self, mark: int) -> bool:
+        """Whether every job up to ``mark`` is delivered or counted lost."""
+        return not self._outstanding or self._outstanding[0] > mark
+
+    @property
+    def pending(self) -> int:
+        return len(self._ready) + len(self._delayed) + self._in_flight
+
+    @property
+    def queued(self) -> int:
+        return len(self._ready) + len(self._delayed)
+
+    def close(self) -> None:
+        """Stop accepting; what is queued may still be sent until ``abandon``."""
+        self.closed = True
+        self.request_report()
+
+    def abandon(self) -> None:
+        """Count everything still queued as lost (the close deadline passed)."""
+        jobs = list(self._ready) + [entry[2] for entry in self._delayed]
+        self._ready.clear()
+        self._delayed.clear()
+        self._queued_bytes = 0
+        for job in jobs:
+            self.lose("network_error" if job.attempts else "queue_overflow", job.envelope.items)
+            self._in_flight += 1  # finish() balances in-flight for every job
+            self.finish(job)
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    def lose(self, reason: str, items: list[Item], report: bool = True) -> None:
+        counted: list[tuple[str, int]] = []
+        for item in items:
+            counted.extend(outcomes(item))
+        if not counted:
+            return
+        self.stats.lose(reason, counted)
+        if report and self.options.send_client_reports:
+            self.reports.record_many(reason, counted)
+
+    def record_lost(self, reason: str, category: str, quantity: int = 1) -> None:
+        """A loss that happened before the transport (sampling, before_send, ...)."""
+        check_reason(reason)
+        if quantity <= 0 or category == "internal":
+            return
+        self.stats.lose(reason, [(category, quantity)])
+        if self.options.send_client_reports:
+            self.reports.record(reason, category, quantity)
+
+    def healthy(self, now: float) -> bool:
+        return (
+            not self.limits.is_limited(ALL, now)
+            and self.stats.consecutive_failures < UNHEALTHY_AFTER_FAILURES
+            and self.queued < self.options.queue_size
+        )
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        stats = self.stats
+        with stats.lock:
+            lost = dict(stats.lost)
+            return {
+                "accepted": stats.accepted,
+                "delivered": stats.delivered,
+                "lost": nested(lost),
+                "events": {
+                    "accepted": stats.events_accepted,
+                    "delivered": stats.events_delivered,
+                    "lost": sum(q for (_, c), q in lost.items() if c in ("error", "transaction")),
+                },
+                "queued": self.queued,
+                "in_flight": self._in_flight,
+                "requests": stats.requests,
+                "network_errors": stats.network_errors,
+                "retries": stats.retries,
+                "rate_limits": self.limits.active(now),
+                "last_error": stats.last_error,
+            }
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        heapq.heappush(self._outstanding, self._seq)
+        return self._seq
+
+    def _enqueue(self, job: Job) -> None:
+        self._ready.append(job)
+        self._queued_bytes += job.size

@@ -1,0 +1,431 @@
+"""The envelope model and codec.
+
+Grammar (develop-docs "Envelopes"):
+
+    Envelope = Headers { "\\n" Item } [ "\\n" ]
+    Item     = Headers "\\n" Payload
+    Headers  = one line of compact UTF-8 JSON (an object)
+
+A payload with a ``length`` header is exactly that many bytes and is followed by ``\\n`` or
+the end of input; without it, it runs to the next ``\\n`` or the end of input.
+
+Parsing reads through ``readline``/``read`` of a binary file, so ``deserialize_from`` streams
+and ``deserialize`` is the same code over ``BytesIO``. Header lines that were parsed are kept
+as raw bytes and written back unchanged while the headers still say the same, so unknown
+headers survive byte for byte. Items built here always carry ``length``. JSON payloads may be
+given as objects: they are encoded on first use of ``payload`` (on the transport's worker,
+not the caller's thread).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, Any
+
+from ._errors import EnvelopeError
+
+_MAX_LENGTH = 2**32 - 1
+_NO_JSON = object()
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON as UTF-8 bytes; unknown objects become their ``str``."""
+    return json.dumps(obj, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def normalize_event_id(value: Any) -> str:
+    """A 32-character lowercase hex id from a UUID or hex string; ValueError otherwise."""
+    return uuid.UUID(str(value)).hex
+
+
+class Item:
+    """One envelope item: ``headers`` (with ``type``) and a ``payload`` of bytes."""
+
+    __slots__ = ("_json", "_payload", "_raw_header", "headers")
+
+    def __init__(
+        self,
+        headers: Mapping[str, Any] | None = None,
+        payload: bytes | bytearray | memoryview | str | None = None,
+        *,
+        type: str | None = None,
+        json: Any = _NO_JSON,
+    ) -> None:
+        self.headers: dict[str, Any] = dict(headers) if headers else {}
+        if type is not None:
+            self.headers["type"] = type
+        if not isinstance(self.headers.get("type"), str):
+            raise ValueError("an item needs a string 'type' header")
+        self._json = json
+        self._raw_header: bytes | None = None
+        if payload is None:
+            self._payload = None if json is not _NO_JSON else b""
+        elif isinstance(payload, str):
+            self._payload = payload.encode("utf-8")
+        else:
+            self._payload = bytes(payload)
+
+    @property
+    def type(self) -> str:
+        value: str = self.headers["type"]
+        return value
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            self._payload = dumps(self._json)
+        return self._payload
+
+    @payload.setter
+    def payload(self, value: bytes) -> None:
+        self._payload = bytes(value)
+        self._json = _NO_JSON
+
+    @property
+    def payload_is_encoded(self) -> bool:
+        """False while a JSON payload is still an object (its size is not known yet)."""
+        return self._payload is not None
+
+    @property
+    def json(self) -> Any:
+        """The payload decoded as JSON (the given object for items built from one)."""
+        if self._json is _NO_JSON:
+            return json.loads(self.payload)
+        return self._json
+
+    def size_hint(self) -> int:
+        """Payload size if known, else a cheap estimate that does not encode the JSON."""
+        if self._payload is not None:
+            return len(self._payload)
+        return _estimate(self._json)
+
+    def header_bytes(self) -> bytes:
+        payload = self.payload
+        raw = self._raw_header
+        if raw is not None and _raw_still_valid(raw, self.headers, payload):
+            return raw
+        headers = dict(self.headers)
+        headers["length"] = len(payload)
+        return dumps(headers)
+
+    def __repr__(self) -> str:
+        return f"<Item type={self.headers.get('type')!r} headers={len(self.headers)}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Item):
+            return NotImplemented
+        return _without_length(self.headers) == _without_length(other.headers) and (
+            self.payload == other.payload
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- builders ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_json(cls, type: str, obj: Any, **headers: Any) -> Item:
+        return cls(headers, type=type, json=obj)
+
+    @classmethod
+    def event(cls, event: Mapping[str, Any]) -> Item:
+        kind = "transaction" if event.get("type") == "transaction" else "event"
+        return cls(type=kind, json=event)
+
+    @classmethod
+    def transaction(cls, transaction: Mapping[str, Any]) -> Item:
+        return cls(type="transaction", json=transaction)
+
+    @classmethod
+    def attachment(
+        cls,
+        data: bytes | str,
+        filename: str,
+        content_type: str | None = None,
+        attachment_type: str | None = None,
+    ) -> Item:
+        headers: dict[str, Any] = {"filename": filename}
+        if content_type:
+            headers["content_type"] = content_type
+        if attachment_type:
+            headers["attachment_type"] = attachment_type
+        return cls(headers, data, type="attachment")
+
+    @classmethod
+    def session(cls, session: Mapping[str, Any]) -> Item:
+        return cls(type="session", json=session)
+
+    @classmethod
+    def check_in(cls, check_in: Mapping[str, Any]) -> Item:
+        return cls(type="check_in", json=check_in)
+
+    @classmethod
+    def client_report(cls, report: Mapping[str, Any]) -> Item:
+        return cls(type="client_report", json=report)
+
+    @classmethod
+    def container(cls, type: str, items: Iterable[Any]) -> Item:
+        """A log / span / trace_metric container with ``item_count`` and ``content_type``."""
+        kinds = {"log": "log", "span": "span.v2", "trace_metric": "trace-metric"}
+        if type not in kinds:
+            raise ValueError(f"no container item of type {type!r}; expected one of {list(kinds)}")
+        values = list(items)
+        headers = {
+            "item_count": len(values),
+            "content_type": f"application/vnd.sentry.items.{kinds[type]}+json",
+        }
+        return cls(headers, type=type, json={"items": values})
+
+    @classmethod
+    def logs(cls, logs: Iterable[Mapping[str, Any]]) -> Item:
+        return cls.container("log", logs)
+
+
+class Envelope:
+    """Envelope ``headers`` and a list of ``items``."""
+
+    __slots__ = ("_raw_header", "headers", "items")
+
+    def __init__(
+        self, headers: Mapping[str, Any] | None = None, items: Iterable[Item] = ()
+    ) -> None:
+        self.headers: dict[str, Any] = dict(headers) if headers else {}
+        self.items: list[Item] = list(items)
+        self._raw_header: bytes | None = None
+
+    # -- builders ---------------------------------------------------------------------------
+
+    @classmethod
+    def for_event(
+        cls,
+        event: Mapping[str, Any],
+        attachments: Iterable[Item] = (),
+        headers: Mapping[str, Any] | None = None,
+    ) -> Envelope:
+        """An envelope for one event or transaction; gives it an ``event_id`` if it has none."""
+        event_id = event.get("event_id")
+        if event_id is None:
+            event = {**event, "event_id": new_event_id()}
+        else:
+            try:
+                normalized = normalize_event_id(event_id)
+            except ValueError:
+                raise ValueError(f"event_id {event_id!r} is not a UUID") from None
+            if normalized != event_id:
+                event = {**event, "event_id": normalized}
+        env_headers = {"event_id": event["event_id"], **(headers or {})}
+        return cls(env_headers, [Item.event(event), *attachments])
+
+    def add_item(self, item: Item) -> Envelope:
+        self.items.append(item)
+        return self
+
+    @property
+    def event_id(self) -> str | None:
+        value = self.headers.get("event_id")
+        return value if isinstance(value, str) else None
+
+    def __repr__(self) -> str:
+        types = ",".join(item.headers.get("type", "?") for item in self.items)
+        return f"<Envelope event_id={self.event_id!r} items=[{types}]>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Envelope):
+            return NotImplemented
+        return self.headers == other.headers and self.items == other.items
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def header_bytes(self) -> bytes:
+        raw = self._raw_header
+        if raw is not None and _loads_or_none(raw) == self.headers:
+            return raw
+        return dumps(self.headers)
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        """The serialized envelope as a sequence of byte strings."""
+        yield self.header_bytes()
+        for item in self.items:
+            yield b"\n"
+            yield item.header_bytes()
+            yield b"\n"
+            yield item.payload
+
+    def serialize(self) -> bytes:
+        return b"".join(self.iter_chunks())
+
+    def serialize_into(self, file: IO[bytes]) -> int:
+        """Write the envelope to a binary file; returns the number of bytes written."""
+        total = 0
+        for chunk in self.iter_chunks():
+            file.write(chunk)
+            total += len(chunk)
+        return total
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @classmethod
+    def deserialize(cls, data: bytes | bytearray | memoryview) -> Envelope:
+        """Parse a whole envelope; malformed input raises EnvelopeError with the offset."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"expected bytes, not {type(data).__name__}")
+        return cls.deserialize_from(io.BytesIO(data))
+
+    @classmethod
+    def deserialize_from(cls, file: IO[bytes]) -> Envelope:
+        """Parse an envelope from a binary file, reading it a line or a payload at a time."""
+        return _Parser(file).envelope()
+
+
+class _Parser:
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.offset = 0
+
+    def envelope(self) -> Envelope:
+        line = self._readline()
+        if not line:
+            raise EnvelopeError("empty envelope: expected a header line", 0)
+        raw, headers = self._headers(line, "envelope")
+        envelope = Envelope(headers)
+        envelope._raw_header = raw
+        while True:
+            start = self.offset
+            line = self._readline()
+            if not line:
+                return envelope
+            if line in (b"\n", b"\r\n") and not self._peek():
+                return envelope  # a final blank line after the last item
+            envelope.items.append(self._item(line, start))
+
+    def _item(self, line: bytes, start: int) -> Item:
+        raw, headers = self._headers(line, "item", start)
+        kind = headers.get("type")
+        if not isinstance(kind, str):
+            raise EnvelopeError("item header has no string 'type'", start)
+        length = headers.get("length")
+        if length is None:
+            if not line.endswith(b"\n"):
+                payload = b""  # header at end of input: empty payload
+            else:
+                payload = self._readline()
+                if payload.endswith(b"\n"):
+                    payload = payload[:-1]
+        else:
+            if type(length) is not int or not 0 <= length <= _MAX_LENGTH:
+                raise EnvelopeError(
+                    f"item 'length' must be an integer 0..2^32-1, not {length!r}", start
+                )
+            if not line.endswith(b"\n"):
+                if length:
+                    raise EnvelopeError(
+                        f"item declares {length} bytes past the end of input", self.offset
+                    )
+                payload = b""
+            else:
+                payload_start = self.offset
+                payload = self._read(length)
+                if len(payload) < length:
+                    raise EnvelopeError(
+                        f"item declares {length} payload bytes but only {len(payload)} remain",
+                        payload_start,
+                    )
+                after = self._read(1)
+                if after not in (b"", b"\n"):
+                    raise EnvelopeError(
+                        "expected a newline or the end of input after a payload with 'length'",
+                        self.offset - 1,
+                    )
+        item = Item(headers, payload)
+        item._raw_header = raw
+        return item
+
+    def _headers(
+        self, line: bytes, what: str, start: int | None = None
+    ) -> tuple[bytes, dict[str, Any]]:
+        at = self.offset - len(line) if start is None else start
+        raw = line[:-1] if line.endswith(b"\n") else line
+        try:
+            value = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError(
+                f"{what} header is not UTF-8: {exc.reason}", at + exc.start
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise EnvelopeError(
+                f"{what} header is not valid JSON: {exc.msg}", at + exc.pos
+            ) from None
+        except (ValueError, RecursionError) as exc:
+            raise EnvelopeError(f"{what} header is not valid JSON: {exc}", at) from None
+        if not isinstance(value, dict):
+            raise EnvelopeError(
+                f"{what} header must be a JSON object, not {type(value).__name__}", at
+            )
+        return raw, value
+
+    def _readline(self) -> bytes:
+        line = self.file.readline()
+        self.offset += len(line)
+        return line
+
+    def _read(self, n: int) -> bytes:
+        data = self.file.read(n) if n else b""
+        self.offset += len(data)
+        return data
+
+    def _peek(self) -> bool:
+        """Whether any input is left (consumes nothing)."""
+        if not self.file.seekable():
+            chunk = self.file.read(1)
+            if chunk:
+                raise EnvelopeError("blank line where an item header was expected", self.offset - 1)
+            return False
+        here = self.file.tell()
+        more = bool(self.file.read(1))
+        self.file.seek(here)
+        return more
+
+
+def _without_length(headers: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in headers.items() if k != "length"}
+
+
+def _loads_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _raw_still_valid(raw: bytes, headers: Mapping[str, Any], payload: bytes) -> bool:
+    parsed = _loads_or_none(raw)
+    if not isinstance(parsed, dict) or _without_length(parsed) != _without_length(headers):
+        return False
+    if "length" in parsed:
+        return bool(parsed["length"] == len(payload))
+    return b"\n" not in payload
+
+
+def _estimate(obj: Any, depth: int = 0) -> int:
+    """A rough encoded size of a JSON-able object, walking at most a few levels."""
+    if isinstance(obj, str):
+        return len(obj) + 2
+    if isinstance(obj, (bytes, bytearray)):
+        return len(obj) + 2
+    if isinstance(obj, Mapping):
+        if depth > 3:
+            return 64 * len(obj)
+        return 2 + sum(len(str(k)) + 4 + _estimate(v, depth + 1) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        if depth > 3:
+            return 64 * len(obj)
+        return 2 + sum(1 + _estimate(v, depth + 1) for v in obj)
+    return 8

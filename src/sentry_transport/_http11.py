@@ -1,0 +1,197 @@
+"""A small sans-I/O HTTP/1.1 client codec: request bytes out, response parsed from bytes in.
+
+Drivers (blocking sockets, asyncio streams, ...) write ``render_request(...)`` and feed what
+they receive to ``ResponseParser.feed`` until it returns a ``Response``; ``eof()`` finishes a
+body delimited by the connection closing. Bodies are read but kept only up to
+``MAX_KEPT_BODY`` (the server's answer is not needed beyond that); headers are bounded so a
+hostile server cannot make a worker buffer without end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._errors import HttpProtocolError
+
+MAX_HEAD = 64 * 1024
+MAX_KEPT_BODY = 64 * 1024
+MAX_BODY = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    keep_alive: bool
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
+        return None
+
+
+def render_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1"]
+    for name, value in headers:
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise ValueError(f"header {name!r} contains CR or LF")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class ResponseParser:
+    """Parses one response. ``no_body`` for answers to HEAD/CONNECT."""
+
+    def __init__(self, no_body: bool = False) -> None:
+        self._buffer = bytearray()
+        self._no_body = no_body
+        self._head: tuple[int, str, tuple[tuple[str, str], ...], bool] | None = None
+        self._mode = ""  # "length" | "chunked" | "close"
+        self._remaining = 0
+        self._body = bytearray()
+        self._received = 0
+        self._chunk_state = "size"  # "size" | "data" | "crlf" | "trailer"
+        self.done: Response | None = None
+
+    def feed(self, data: bytes) -> Response | None:
+        if self.done is not None:
+            return self.done
+        self._buffer += data
+        if self._head is None and not self._parse_head():
+            return None
+        if self._mode == "length":
+            self._take(min(self._remaining, len(self._buffer)))
+            if self._remaining == 0:
+                return self._finish(keep=True)
+        elif self._mode == "chunked":
+            if self._parse_chunks():
+                return self._finish(keep=True)
+        elif self._mode == "close":
+            self._take(len(self._buffer))
+        return None
+
+    def eof(self) -> Response:
+        """The connection closed: finish a close-delimited body, or fail."""
+        if self.done is not None:
+            return self.done
+        if self._head is not None and self._mode == "close":
+            return self._finish(keep=False)
+        where = "in the headers" if self._head is None else "in the body"
+        raise HttpProtocolError(f"connection closed {where} of the response")
+
+    def _take(self, n: int) -> None:
+        chunk = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        self._received += n
+        if self._mode == "length":
+            self._remaining -= n
+        if len(self._body) < MAX_KEPT_BODY:
+            self._body += chunk[: MAX_KEPT_BODY - len(self._body)]
+        if self._received > MAX_BODY:
+            raise HttpProtocolError(f"response body over {MAX_BODY} bytes")
+
+    def _finish(self, keep: bool) -> Response:
+        assert self._head is not None
+        status, reason, headers, keep_alive = self._head
+        self.done = Response(status, reason, headers, bytes(self._body), keep and keep_alive)
+        return self.done
+
+    def _parse_head(self) -> bool:
+        while True:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEAD:
+                    raise HttpProtocolError(f"response headers over {MAX_HEAD} bytes")
+                return False
+            head = bytes(self._buffer[:end]).decode("latin-1")
+            del self._buffer[: end + 4]
+            lines = head.split("\r\n")
+            parts = lines[0].split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+                raise HttpProtocolError(f"malformed status line {lines[0][:80]!r}")
+            version, status = parts[0], int(parts[1])
+            if not 100 <= status <= 999:
+                raise HttpProtocolError(f"status {status} out of range")
+            headers: list[tuple[str, str]] = []
+            for line in lines[1:]:
+                name, colon, value = line.partition(":")
+                if not colon or not name or name != name.strip():
+                    raise HttpProtocolError(f"malformed header line {line[:80]!r}")
+                headers.append((name, value.strip()))
+            if 100 <= status < 200 and status != 101:
+                continue  # an interim answer (100 Continue): the real one follows
+            connection = ",".join(v.lower() for k, v in headers if k.lower() == "connection")
+            keep_alive = "close" not in connection and (
+                version != "HTTP/1.0" or "keep-alive" in connection
+            )
+            self._head = (status, parts[2] if len(parts) > 2 else "", tuple(headers), keep_alive)
+            self._choose_mode(status, headers)
+            return True
+
+    def _choose_mode(self, status: int, headers: list[tuple[str, str]]) -> None:
+        encoding = ",".join(v.lower() for k, v in headers if k.lower() == "transfer-encoding")
+        lengths = {v for k, v in headers if k.lower() == "content-length"}
+        if self._no_body or status in (204, 304):
+            self._mode, self._remaining = "length", 0
+        elif "chunked" in encoding:
+            self._mode = "chunked"
+        elif lengths:
+            if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+                raise HttpProtocolError(f"bad Content-Length {sorted(lengths)!r}")
+            self._mode, self._remaining = "length", int(next(iter(lengths)))
+            if self._remaining > MAX_BODY:
+                raise HttpProtocolError(f"response body over {MAX_BODY} bytes")
+        else:
+            self._mode = "close"
+
+    def _parse_chunks(self) -> bool:
+        while True:
+            if self._chunk_state == "size":
+                end = self._buffer.find(b"\r\n")
+                if end < 0:
+                    if len(self._buffer) > 1024:
+                        raise HttpProtocolError("chunk size line too long")
+                    return False
+                line = bytes(self._buffer[:end]).split(b";", 1)[0].strip()
+                del self._buffer[: end + 2]
+                try:
+                    size = int(line, 16)
+                except ValueError:
+                    raise HttpProtocolError(f"bad chunk size {line[:20]!r}") from None
+                if size < 0:
+                    raise HttpProtocolError("negative chunk size")
+                self._remaining = size
+                self._chunk_state = "data" if size else "trailer"
+            elif self._chunk_state == "data":
+                n = min(self._remaining, len(self._buffer))
+                chunk = bytes(self._buffer[:n])
+                del self._buffer[:n]
+                self._remaining -= n
+                self._received += n
+                if len(self._body) < MAX_KEPT_BODY:
+                    self._body += chunk[: MAX_KEPT_BODY - len(self._body)]
+                if self._received > MAX_BODY:
+                    raise HttpProtocolError(f"response body over {MAX_BODY} bytes")
+                if self._remaining:
+                    return False
+                self._chunk_state = "crlf"
+            elif self._chunk_state == "crlf":
+                if len(self._buffer) < 2:
+                    return False
+                if self._buffer[:2] != b"\r\n":
+                    raise HttpProtocolError("missing CRLF after chunk data")
+                del self._buffer[:2]
+                self._chunk_state = "size"
+            else:  # trailer: lines until an empty one
+                end = self._buffer.find(b"\r\n")
+                if end < 0:
+                    if len(self._buffer) > MAX_HEAD:
+                        raise HttpProtocolError("chunked trailer too long")
+                    return False
+                del self._buffer[: end + 2]
+                if end == 0:
+                    return True

@@ -53,16 +53,18 @@ class Dsn:
         if "://" not in text:
             raise DsnError("the DSN has no scheme: expected 'https://<key>@<host>/<project>'")
         full_scheme, _, rest = text.partition("://")
-        backend, _, scheme = full_scheme.lower().rpartition("+")
+        backend, plus, scheme = full_scheme.lower().rpartition("+")
         if scheme not in SCHEMES:
             raise DsnError(f"unsupported DSN scheme {scheme!r}: expected http or https")
-        if backend and not _BACKEND.match(backend):
+        if plus and not _BACKEND.match(backend):
             raise DsnError(f"malformed transport prefix {backend!r} (expected e.g. 'threaded+')")
         try:
             parts = urlsplit(f"{scheme}://{rest}")
             port = parts.port
         except ValueError as exc:
             raise DsnError(f"malformed DSN: {exc}") from None
+        if port == 0:
+            raise DsnError("the DSN's port must be 1..65535, not 0")
         if parts.fragment:
             raise DsnError("the DSN must not have a #fragment")
         netloc = parts.netloc
@@ -74,7 +76,10 @@ class Dsn:
             raise DsnError("the DSN's public key is empty")
         host = hostport
         if host.startswith("["):
-            host = host[: host.index("]") + 1] if "]" in host else host
+            close = host.find("]")
+            if close < 0 or host[close + 1 :][:1] not in ("", ":"):
+                raise DsnError(f"malformed IPv6 host in the DSN: {hostport!r}")
+            host = host[: close + 1]
         elif ":" in host:
             host = host.rsplit(":", 1)[0]
         if not host or host == "[]":

@@ -71,6 +71,7 @@ class Stats:
         self.delivered = 0  # envelopes the server answered 2xx
         self.events_accepted = 0  # event + transaction items handed in
         self.events_delivered = 0
+        self.events_lost = 0  # event + transaction items the transport lost (not record_lost)
         self.lost: dict[tuple[str, str], int] = {}
         self.requests = 0
         self.network_errors = 0
@@ -78,11 +79,31 @@ class Stats:
         self.consecutive_failures = 0
         self.last_error: str | None = None
 
-    def lose(self, reason: str, counted: list[tuple[str, int]]) -> None:
+    def lose(self, reason: str, counted: list[tuple[str, int]], handed_in: bool = True) -> None:
+        """Count a loss; ``handed_in`` is False for losses before the transport."""
         with self.lock:
             for category, quantity in counted:
                 key = (reason, category)
                 self.lost[key] = self.lost.get(key, 0) + quantity
+                if handed_in and category in ("error", "transaction"):
+                    self.events_lost += quantity
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "accepted": self.accepted,
+                "delivered": self.delivered,
+                "lost": nested(self.lost),
+                "events": {
+                    "accepted": self.events_accepted,
+                    "delivered": self.events_delivered,
+                    "lost": self.events_lost,
+                },
+                "requests": self.requests,
+                "network_errors": self.network_errors,
+                "retries": self.retries,
+                "last_error": self.last_error,
+            }
 
 
 class Engine:
@@ -118,7 +139,7 @@ class Engine:
         self._seq = 0
         self._outstanding: list[int] = []  # heap of seqs not yet finished
         self._finished: set[int] = set()
-        self._report_due = False
+        self._report_queued = False
         self._last_report: float | None = None
         self.closed = False
 
@@ -147,9 +168,13 @@ class Engine:
         return True
 
     def request_report(self) -> None:
-        """Send pending client reports soon (at flush and close) instead of on the timer."""
-        if self.options.send_client_reports and self.reports:
-            self._report_due = True
+        """Queue a client-report-only job now (at flush and close) instead of on the timer.
+
+        Queued at once so that a flush mark taken afterwards covers it.
+        """
+        if self.options.send_client_reports and self.reports and not self._report_queued:
+            self._report_queued = True
+            self._ready.append(Job(self._next_seq(), Envelope(), 0, internal=True))
 
     # -- worker side --------------------------------------------------------------------------
 
@@ -163,15 +188,17 @@ class Engine:
             job = self._ready.popleft()
             self._queued_bytes -= job.size
             self._in_flight += 1
+            if job.internal:
+                self._report_queued = False
+                self._last_report = now
             return job
         if self.options.send_client_reports and self.reports:
             due = (
                 now
-                if self._report_due or self._last_report is None
+                if self._last_report is None
                 else self._last_report + self.options.client_report_interval
             )
             if due <= now:
-                self._report_due = False
                 self._last_report = now
                 self._in_flight += 1
                 return Job(self._next_seq(), Envelope(), 0, internal=True)
@@ -276,6 +303,13 @@ class Engine:
         self._queued_bytes += job.size
         return now + delay
 
+    def fail(self, job: Job, error: BaseException) -> None:
+        """An unexpected error while handling a job: count its items, end the job."""
+        with self.stats.lock:
+            self.stats.last_error = f"internal error: {type(error).__name__}: {error}"
+        self.lose("internal_sdk_error", job.envelope.items)
+        self.finish(job)
+
     def finish(self, job: Job) -> None:
         """A job is over (delivered or counted lost)."""
         self._in_flight -= 1
@@ -335,7 +369,7 @@ class Engine:
         check_reason(reason)
         if quantity <= 0 or category == "internal":
             return
-        self.stats.lose(reason, [(category, quantity)])
+        self.stats.lose(reason, [(category, quantity)], handed_in=False)
         if self.options.send_client_reports:
             self.reports.record(reason, category, quantity)
 
@@ -347,26 +381,11 @@ class Engine:
         )
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        stats = self.stats
-        with stats.lock:
-            lost = dict(stats.lost)
-            return {
-                "accepted": stats.accepted,
-                "delivered": stats.delivered,
-                "lost": nested(lost),
-                "events": {
-                    "accepted": stats.events_accepted,
-                    "delivered": stats.events_delivered,
-                    "lost": sum(q for (_, c), q in lost.items() if c in ("error", "transaction")),
-                },
-                "queued": self.queued,
-                "in_flight": self._in_flight,
-                "requests": stats.requests,
-                "network_errors": stats.network_errors,
-                "retries": stats.retries,
-                "rate_limits": self.limits.active(now),
-                "last_error": stats.last_error,
-            }
+        snapshot = self.stats.snapshot()
+        snapshot["queued"] = self.queued
+        snapshot["in_flight"] = self._in_flight
+        snapshot["rate_limits"] = self.limits.active(now)
+        return snapshot
 
     # -- internals ----------------------------------------------------------------------------
 

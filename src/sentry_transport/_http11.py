@@ -43,6 +43,11 @@ def render_head(method: str, target: str, headers: list[tuple[str, str]]) -> byt
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+def _digits(text: str) -> bool:
+    # str.isdigit() alone accepts "²" (latin-1 0xB2), which int() then refuses.
+    return text.isascii() and text.isdigit()
+
+
 class ResponseParser:
     """Parses one response. ``no_body`` for answers to HEAD/CONNECT."""
 
@@ -103,7 +108,7 @@ class ResponseParser:
     def _parse_head(self) -> bool:
         while True:
             end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
+            if end < 0 or end > MAX_HEAD:
                 if len(self._buffer) > MAX_HEAD:
                     raise HttpProtocolError(f"response headers over {MAX_HEAD} bytes")
                 return False
@@ -111,7 +116,7 @@ class ResponseParser:
             del self._buffer[: end + 4]
             lines = head.split("\r\n")
             parts = lines[0].split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _digits(parts[1]):
                 raise HttpProtocolError(f"malformed status line {lines[0][:80]!r}")
             version, status = parts[0], int(parts[1])
             if not 100 <= status <= 999:
@@ -140,7 +145,7 @@ class ResponseParser:
         elif "chunked" in encoding:
             self._mode = "chunked"
         elif lengths:
-            if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+            if len(lengths) != 1 or not _digits(next(iter(lengths))):
                 raise HttpProtocolError(f"bad Content-Length {sorted(lengths)!r}")
             self._mode, self._remaining = "length", int(next(iter(lengths)))
             if self._remaining > MAX_BODY:

@@ -62,7 +62,8 @@ def bypassed(host: str, port: int, no_proxy: str) -> bool:
             continue
         if entry == "*":
             return True
-        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        has_port = entry.count(":") == 1 or (entry.startswith("[") and "]:" in entry)
+        name, _, entry_port = entry.rpartition(":") if has_port else (entry, "", "")
         if entry_port and entry_port != str(port):
             continue
         name = name.strip("[]").lstrip(".")

@@ -43,7 +43,7 @@ class RateLimits:
     def update(self, status: int, headers: Headers, now: float) -> RateLimits:
         new: dict[str, float] = {}
         raw = header(headers, "X-Sentry-Rate-Limits")
-        if raw is not None:
+        if raw is not None and raw.strip():  # an empty header is no header
             for category, seconds in parse_rate_limits(raw):
                 _keep_longer(new, category, now + seconds)
         elif status == 429:

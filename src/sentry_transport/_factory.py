@@ -1,0 +1,81 @@
+"""``make_transport(target, **options)``: one entry point for every way to name a transport.
+
+``target`` may be a DSN (its prefix picks the driver; none means ``threaded``), a Transport
+subclass (called with the DSN and options), a Transport instance (returned as is) or a plain
+callable (wrapped in a FunctionTransport). Drivers are imported by name, only when chosen,
+so an optional library is needed only by the transport that uses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from ._dsn import Dsn
+from ._errors import ConfigurationError, DsnError
+from ._transport import FunctionTransport, Transport
+
+DEFAULT_BACKEND = "threaded"
+
+# prefix -> (module, class). Every prefix here is implemented and tested.
+BACKENDS: dict[str, tuple[str, str]] = {
+    "sync": ("sentry_transport.transports.sync", "SyncTransport"),
+    "threaded": ("sentry_transport.transports.threaded", "ThreadedTransport"),
+    "asyncio": ("sentry_transport.transports.aio", "AsyncioTransport"),
+}
+
+# Prefixes raven knew that this version does not implement yet: a clear error, not a guess.
+PLANNED = (
+    "requests",
+    "threaded+requests",
+    "urllib3",
+    "http2",
+    "gevent",
+    "eventlet",
+    "tornado",
+    "twisted",
+)
+
+
+def transport_class(backend: str) -> type[Transport]:
+    """The Transport class for a DSN prefix (imported on first use)."""
+    if backend not in BACKENDS:
+        known = ", ".join(f"{name}+" for name in BACKENDS)
+        if backend in PLANNED:
+            raise DsnError(
+                f"transport prefix '{backend}+' is not available in this version; "
+                f"available prefixes: {known}"
+            )
+        raise DsnError(f"unknown transport prefix '{backend}+'; known prefixes: {known}")
+    module_name, class_name = BACKENDS[backend]
+    cls: type[Transport] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def make_transport(
+    target: str | Dsn | type[Transport] | Transport | Callable[..., Any],
+    dsn: str | Dsn | None = None,
+    **options: Any,
+) -> Transport:
+    if isinstance(target, (str, Dsn)):
+        if dsn is not None:
+            raise ConfigurationError("give the DSN once: as target or as dsn=, not both")
+        parsed = Dsn.parse(target, **options)
+        return transport_class(parsed.backend or DEFAULT_BACKEND)(parsed)  # type: ignore[call-arg]
+    if isinstance(target, type) and issubclass(target, Transport):
+        if dsn is None:
+            return target(**options)
+        return target(dsn, **options)  # type: ignore[call-arg]
+    if isinstance(target, Transport):
+        if dsn is not None or options:
+            raise ConfigurationError("a Transport instance is used as is: give no DSN or options")
+        return target
+    if callable(target):
+        if dsn is not None or options:
+            raise ConfigurationError("a function transport takes no DSN or options")
+        return FunctionTransport(target)
+    raise ConfigurationError(
+        "make_transport() takes a DSN string, a Transport class or instance, or a callable; "
+        f"got {type(target).__name__}"
+    )

@@ -1,0 +1,370 @@
+"""The asyncio transport: delivery on the running event loop, with no threads of its own.
+
+Worker coroutines (up to ``max_connections``, started on demand) each own one keep-alive
+connection made with asyncio streams and speak HTTP/1.1 through the sans-I/O codec.
+``capture_envelope`` works from the loop or from any thread (it hops onto the loop with
+``call_soon_threadsafe``). Encoding and compression of a job run in the loop's default
+executor, so a large event never stalls the loop.
+
+``await aflush(t)`` / ``await aclose(t)`` on the loop; ``flush(t)`` / ``close(t)`` from other
+threads. Called on the loop's own thread, the sync forms cannot wait: ``flush`` answers
+whether everything is already done and ``close`` stops accepting and drains in the background.
+The loop is the running one when the transport is made, else the first one it is used on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import time
+from collections import deque
+from typing import Any
+
+from .. import _proxy
+from .._blocking import NETWORK_ERRORS, ProxyError
+from .._dsn import Dsn
+from .._engine import Attempt, Job
+from .._envelope import Envelope
+from .._errors import ConfigurationError
+from .._http11 import Response, ResponseParser, render_head
+from .._request import Request
+from .._tls import ssl_context
+from .._transport import EngineTransport
+
+INLINE_PREPARE_BYTES = 16 * 1024  # smaller jobs with encoded payloads are prepared on the loop
+
+
+class AsyncioTransport(EngineTransport):
+    name = "asyncio"
+
+    def __init__(
+        self, dsn: str | Dsn, *, loop: asyncio.AbstractEventLoop | None = None, **options: Any
+    ) -> None:
+        super().__init__(dsn, **options)
+        self._context = ssl_context(self.options) if self.dsn.scheme == "https" else None
+        if loop is None:
+            with contextlib.suppress(RuntimeError):
+                loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._workers: set[asyncio.Task[None]] = set()
+        self._waiters: deque[asyncio.Future[None]] = deque()  # idle workers
+        self._progress: list[asyncio.Future[None]] = []  # aflush/aclose waiting
+        self._connections: set[_Connection] = set()
+        self._stopping = False
+
+    # -- caller side (any thread) -------------------------------------------------------------
+
+    def capture_envelope(self, envelope: Envelope) -> None:
+        with self._lock:
+            if not self.engine.submit(envelope, self.clock()):
+                return
+        self._kick()
+
+    def _kick(self) -> None:
+        loop = self._bind()
+        if loop is None:
+            return  # no loop yet: the first use on a loop sends what is queued
+        if _running_loop() is loop:
+            self._wake_one()
+        elif not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake_one)
+
+    def _bind(self) -> asyncio.AbstractEventLoop | None:
+        if self._loop is None or self._loop.is_closed():
+            running = _running_loop()
+            if running is not None:
+                self._loop = running
+        return self._loop
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        deadline = time.monotonic() + self._timeout(timeout)
+        self._bind()
+        with self._lock:
+            self.engine.request_report()
+            mark = self.engine.mark()
+        self._wake_one()
+        return await self._wait(mark, deadline)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + self._timeout(timeout)
+        self._bind()
+        with self._lock:
+            if self._stopping:
+                return
+            self.engine.close()
+            mark = self.engine.mark()
+        self._wake_one()
+        await self._wait(mark, deadline)
+        with self._lock:
+            self.engine.abandon()
+        self._stopping = True
+        for conn in list(self._connections):
+            conn.abort()
+        while self._waiters:
+            _resolve(self._waiters.popleft())
+        if self._workers:
+            await asyncio.wait(set(self._workers), timeout=max(0.0, deadline - time.monotonic()))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            with self._lock:
+                return self.engine.done(self.engine.mark())
+        if _running_loop() is loop:
+            with self._lock:
+                self.engine.request_report()
+                return self.engine.done(self.engine.mark())
+        seconds = self._timeout(timeout)
+        future = asyncio.run_coroutine_threadsafe(self.aflush(seconds), loop)
+        try:
+            return future.result(seconds + 1.0)
+        except Exception:
+            future.cancel()
+            return False
+
+    def close(self, timeout: float | None = None) -> None:
+        loop = self._loop
+        seconds = self._timeout(timeout)
+        if loop is None or loop.is_closed() or not loop.is_running():
+            with self._lock:
+                self.engine.close()
+                self.engine.abandon()
+            self._stopping = True
+            return
+        if _running_loop() is loop:
+            with self._lock:
+                self.engine.close()
+            task = loop.create_task(self.aclose(seconds))
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+            return
+        future = asyncio.run_coroutine_threadsafe(self.aclose(seconds), loop)
+        with contextlib.suppress(Exception):
+            future.result(seconds + 1.0)
+
+    # -- on the loop --------------------------------------------------------------------------
+
+    def _wake_one(self) -> None:
+        if self._stopping:
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        if len(self._workers) < self.options.max_connections:
+            with self._lock:
+                if self.engine.pending == 0:
+                    return
+            assert self._loop is not None
+            task = self._loop.create_task(self._run())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+
+    async def _wait(self, mark: int, deadline: float) -> bool:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self.engine.done(mark):
+                    return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            future: asyncio.Future[None] = loop.create_future()
+            self._progress.append(future)
+            handle = loop.call_later(remaining, _resolve, future)
+            try:
+                await future
+            finally:
+                handle.cancel()
+
+    def _progressed(self) -> None:
+        waiting, self._progress = self._progress, []
+        for future in waiting:
+            _resolve(future)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        conn = _Connection(self.dsn, self._context)
+        self._connections.add(conn)
+        try:
+            while not self._stopping:
+                with self._lock:
+                    now = self.clock()
+                    found = self.engine.next(now)
+                if isinstance(found, Job):
+                    await self._deliver(conn, found)
+                    self._progressed()
+                    continue
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiters.append(waiter)
+                handle = None if found is None else loop.call_later(found - now, _resolve, waiter)
+                try:
+                    await waiter
+                finally:
+                    if handle is not None:
+                        handle.cancel()
+        finally:
+            self._connections.discard(conn)
+            conn.abort()
+
+    async def _deliver(self, conn: _Connection, job: Job) -> None:
+        engine = self.engine
+        try:
+            attempt: Attempt | None
+            if job.size < INLINE_PREPARE_BYTES and all(
+                i.payload_is_encoded for i in job.envelope.items
+            ):
+                attempt = engine.prepare(job, self.clock())
+            else:
+                loop = asyncio.get_running_loop()
+                attempt = await loop.run_in_executor(None, engine.prepare, job, self.clock())
+        except Exception as exc:  # a bug must cost the job, not the worker
+            with self._lock:
+                engine.fail(job, exc)
+            return
+        if attempt is None:
+            with self._lock:
+                engine.finish(job)
+            return
+        try:
+            response = await conn.request(attempt.request)
+        except (*NETWORK_ERRORS, asyncio.TimeoutError) as exc:
+            with self._lock:
+                engine.on_error(attempt, exc, self.clock())
+            return
+        with self._lock:
+            engine.on_response(attempt, response.status, response.headers, self.clock())
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection over asyncio streams (through a proxy if set)."""
+
+    def __init__(self, dsn: Dsn, context: ssl.SSLContext | None) -> None:
+        self.dsn = dsn
+        self.context = context
+        self.timeout = dsn.options.timeout
+        self.proxy = _proxy.select(dsn, os.environ)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def request(self, request: Request) -> Response:
+        reused = self._writer is not None
+        try:
+            return await self._exchange(request)
+        except (ConnectionResetError, BrokenPipeError, _Stale):
+            self.abort()
+            if not reused:
+                raise
+            return await self._exchange(request)
+
+    async def _exchange(self, request: Request) -> Response:
+        deadline = time.monotonic() + self.timeout
+        if self._writer is None:
+            await asyncio.wait_for(self._connect(), self.timeout)
+        reader, writer = self._reader, self._writer
+        assert reader is not None and writer is not None
+        headers = list(request.headers)
+        target = request.target
+        if self.proxy is not None and self.dsn.scheme == "http":
+            target = request.url
+            auth = self.proxy.authorization()
+            if auth:
+                headers.append(("Proxy-Authorization", auth))
+        try:
+            writer.write(render_head(request.method, target, headers))
+            writer.write(request.body)
+            await asyncio.wait_for(writer.drain(), max(0.001, deadline - time.monotonic()))
+            response = await _read_response(reader, deadline, stale_check=True)
+        except BaseException:
+            self.abort()
+            raise
+        if not response.keep_alive:
+            self.abort()
+        return response
+
+    async def _connect(self) -> None:
+        dsn, proxy = self.dsn, self.proxy
+        if proxy is None:
+            tls = self.context if dsn.scheme == "https" else None
+            reader, writer = await asyncio.open_connection(
+                dsn.hostname,
+                dsn.effective_port,
+                ssl=tls,
+                server_hostname=dsn.hostname if tls else None,
+            )
+        else:
+            proxy_tls = ssl.create_default_context() if proxy.scheme == "https" else None
+            reader, writer = await asyncio.open_connection(proxy.host, proxy.port, ssl=proxy_tls)
+            if dsn.scheme == "https":
+                await self._tunnel(reader, writer, proxy)
+                if not hasattr(writer, "start_tls"):
+                    writer.close()
+                    raise ConfigurationError(
+                        "https through a proxy needs Python 3.11+ with asyncio"
+                    )
+                assert self.context is not None
+                await writer.start_tls(self.context, server_hostname=dsn.hostname)
+        self._reader, self._writer = reader, writer
+
+    async def _tunnel(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proxy: _proxy.Proxy
+    ) -> None:
+        where = f"{self.dsn.host}:{self.dsn.effective_port}"
+        headers = [("Host", where)]
+        auth = proxy.authorization()
+        if auth:
+            headers.append(("Proxy-Authorization", auth))
+        writer.write(render_head("CONNECT", where, headers))
+        await writer.drain()
+        response = await _read_response(reader, time.monotonic() + self.timeout, no_body=True)
+        if not 200 <= response.status < 300:
+            writer.close()
+            raise ProxyError(f"proxy refused CONNECT {where}: HTTP {response.status}")
+
+    def abort(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.transport.abort()
+
+
+class _Stale(ConnectionError):
+    pass
+
+
+async def _read_response(
+    reader: asyncio.StreamReader, deadline: float, no_body: bool = False, stale_check: bool = False
+) -> Response:
+    parser = ResponseParser(no_body=no_body)
+    first = True
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("timed out waiting for the server's answer")
+        data = await asyncio.wait_for(reader.read(65536), remaining)
+        if not data:
+            if first and stale_check:
+                raise _Stale("the server closed the connection before answering")
+            return parser.eof()
+        first = False
+        response = parser.feed(data)
+        if response is not None:
+            return response
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+__all__ = ["AsyncioTransport"]

@@ -6,6 +6,8 @@ delivery engine) does no I/O and reads no clock; transports are thin drivers ove
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._client_reports import REASONS, ClientReportLedger
 from ._dsn import Dsn
 from ._envelope import Envelope, Item
@@ -18,21 +20,47 @@ from ._errors import (
     ProtocolError,
     SentryTransportError,
 )
+from ._factory import make_transport
 from ._options import TransportOptions
 from ._ratelimit import RateLimits
 from ._retry import RetryPolicy
+from ._transport import EngineTransport, FunctionTransport, Transport
 from ._version import VERSION
+
+if TYPE_CHECKING:
+    from .transports.aio import AsyncioTransport
+    from .transports.sync import SyncTransport
+    from .transports.threaded import ThreadedTransport
+
+# Drivers load on first use, so importing the package stays cheap.
+_LAZY = {
+    "SyncTransport": "sentry_transport.transports.sync",
+    "ThreadedTransport": "sentry_transport.transports.threaded",
+    "AsyncioTransport": "sentry_transport.transports.aio",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sentry_transport' has no attribute {name!r}")
+
 
 __version__ = VERSION
 
 __all__ = [
     "REASONS",
+    "AsyncioTransport",
     "ClientReportLedger",
     "ConfigurationError",
     "Dsn",
     "DsnError",
+    "EngineTransport",
     "Envelope",
     "EnvelopeError",
+    "FunctionTransport",
     "HttpProtocolError",
     "Item",
     "MissingDependencyError",
@@ -40,6 +68,10 @@ __all__ = [
     "RateLimits",
     "RetryPolicy",
     "SentryTransportError",
+    "SyncTransport",
+    "ThreadedTransport",
+    "Transport",
     "TransportOptions",
     "__version__",
+    "make_transport",
 ]

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _compression, _limits, _request
+from . import _compress, _limits, _request
 from ._categories import outcomes
 from ._client_reports import ClientReportLedger, check_reason, nested, report_item
 from ._dsn import Dsn
@@ -118,7 +118,7 @@ class Engine:
         self.dsn = dsn
         self.options = options
         self.client = client
-        self.encoding = _compression.resolve(options.compression)
+        self.encoding = _compress.resolve(options.compression)
         self.retry = RetryPolicy(
             attempts=options.retry_attempts,
             backoff=options.retry_backoff,

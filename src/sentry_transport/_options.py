@@ -68,7 +68,7 @@ def _proxy(value: Any) -> str | None:
     return value
 
 
-def _compression(value: Any) -> str:
+def _compress(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in COMPRESSIONS:
         raise ValueError(f"expected one of {', '.join(COMPRESSIONS)}")
     return value.lower()
@@ -96,7 +96,7 @@ _SPECS: dict[str, _Spec] = {
     "http_proxy": _Spec(_proxy, "proxy URL for http:// DSNs ('' = none, ignore environment)"),
     "https_proxy": _Spec(_proxy, "proxy URL for https:// DSNs ('' = none, ignore environment)"),
     "trust_env": _Spec(_bool, "read HTTP(S)_PROXY / NO_PROXY from the environment"),
-    "compression": _Spec(_compression, "body compression"),
+    "compression": _Spec(_compress, "body compression"),
     "compression_level": _Spec(_optional_level, "level for the chosen compression"),
     "compression_threshold": _Spec(
         _number(int, 0, True), "bytes below which nothing is compressed"

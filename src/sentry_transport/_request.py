@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from . import _compression
+from . import _compress
 from ._dsn import Dsn
 from ._envelope import Envelope
 from ._version import CLIENT
@@ -62,8 +62,8 @@ def build(
 ) -> Request:
     stamped = Envelope({**envelope.headers, "sent_at": rfc3339(now)}, envelope.items)
     raw = stamped.serialize()
-    chosen = _compression.choose(encoding, len(raw), threshold)
-    body = _compression.compress(raw, chosen, level) if chosen else raw
+    chosen = _compress.choose(encoding, len(raw), threshold)
+    body = _compress.compress(raw, chosen, level) if chosen else raw
     headers = [
         ("Host", dsn.netloc),
         ("User-Agent", client),

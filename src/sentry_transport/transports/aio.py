@@ -10,6 +10,7 @@ executor, so a large event never stalls the loop.
 threads. Called on the loop's own thread, the sync forms cannot wait: ``flush`` answers
 whether everything is already done and ``close`` stops accepting and drains in the background.
 The loop is the running one when the transport is made, else the first one it is used on.
+In a forked child the transport starts empty and never touches the parent's sockets.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import asyncio
 import contextlib
 import os
 import ssl
+import threading
 import time
+import weakref
 from collections import deque
 from typing import Any
 
@@ -48,11 +51,25 @@ class AsyncioTransport(EngineTransport):
             with contextlib.suppress(RuntimeError):
                 loop = asyncio.get_running_loop()
         self._loop = loop
+        self._generation = 0  # bumped in a forked child: older workers stop, account nothing
+        self._fresh_state()
+        _LIVE.add(self)
+
+    def _fresh_state(self) -> None:
         self._workers: set[asyncio.Task[None]] = set()
         self._waiters: deque[asyncio.Future[None]] = deque()  # idle workers
         self._progress: list[asyncio.Future[None]] = []  # aflush/aclose waiting
         self._connections: set[_Connection] = set()
         self._stopping = False
+
+    def _after_fork(self) -> None:
+        """In a forked child: drop the parent's queue and sockets; never send its envelopes."""
+        self._lock = threading.Lock()
+        self._generation += 1
+        for conn in self._connections:
+            conn.abort()  # closes the child's copy of the descriptor only
+        self._fresh_state()
+        self.engine.reset()
 
     # -- caller side (any thread) -------------------------------------------------------------
 
@@ -189,14 +206,15 @@ class AsyncioTransport(EngineTransport):
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         conn = _Connection(self.dsn, self._context)
+        generation = self._generation
         self._connections.add(conn)
         try:
-            while not self._stopping:
+            while not self._stopping and generation == self._generation:
                 with self._lock:
                     now = self.clock()
                     found = self.engine.next(now)
                 if isinstance(found, Job):
-                    await self._deliver(conn, found)
+                    await self._deliver(conn, found, generation)
                     self._progressed()
                     continue
                 waiter: asyncio.Future[None] = loop.create_future()
@@ -211,7 +229,7 @@ class AsyncioTransport(EngineTransport):
             self._connections.discard(conn)
             conn.abort()
 
-    async def _deliver(self, conn: _Connection, job: Job) -> None:
+    async def _deliver(self, conn: _Connection, job: Job, generation: int) -> None:
         engine = self.engine
         try:
             attempt: Attempt | None
@@ -233,11 +251,25 @@ class AsyncioTransport(EngineTransport):
         try:
             response = await conn.request(attempt.request)
         except (*NETWORK_ERRORS, asyncio.TimeoutError) as exc:
-            with self._lock:
-                engine.on_error(attempt, exc, self.clock())
+            if generation == self._generation:
+                with self._lock:
+                    engine.on_error(attempt, exc, self.clock())
             return
-        with self._lock:
-            engine.on_response(attempt, response.status, response.headers, self.clock())
+        if generation == self._generation:
+            with self._lock:
+                engine.on_response(attempt, response.status, response.headers, self.clock())
+
+
+_LIVE: weakref.WeakSet[AsyncioTransport] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for transport in list(_LIVE):
+        transport._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
 
 
 class _Connection:

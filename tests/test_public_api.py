@@ -1,0 +1,48 @@
+"""The public surface is pinned: a change to it is deliberate."""
+
+import sentry_transport
+
+EXPECTED = {
+    "AsyncioTransport",
+    "ClientReportLedger",
+    "ConfigurationError",
+    "Dsn",
+    "DsnError",
+    "EngineTransport",
+    "Envelope",
+    "EnvelopeError",
+    "FunctionTransport",
+    "HttpProtocolError",
+    "Item",
+    "MissingDependencyError",
+    "ProtocolError",
+    "REASONS",
+    "RateLimits",
+    "RetryPolicy",
+    "SentryTransportError",
+    "SyncTransport",
+    "ThreadedTransport",
+    "Transport",
+    "TransportOptions",
+    "__version__",
+    "make_transport",
+}
+
+
+def test_all_is_pinned() -> None:
+    assert set(sentry_transport.__all__) == EXPECTED
+    assert len(sentry_transport.__all__) == len(EXPECTED)
+
+
+def test_every_exported_name_resolves() -> None:
+    for name in sentry_transport.__all__:
+        assert getattr(sentry_transport, name) is not None, name
+
+
+def test_unknown_attribute_raises() -> None:
+    try:
+        sentry_transport.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert "NoSuchThing" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")

@@ -192,12 +192,10 @@ class Engine:
                 self._report_queued = False
                 self._last_report = now
             return job
+        if self._last_report is None:
+            self._last_report = now  # the report timer starts with the first look
         if self.options.send_client_reports and self.reports:
-            due = (
-                now
-                if self._last_report is None
-                else self._last_report + self.options.client_report_interval
-            )
+            due = self._last_report + self.options.client_report_interval
             if due <= now:
                 self._last_report = now
                 self._in_flight += 1
@@ -232,8 +230,12 @@ class Engine:
                 self.lose("send_error", [items[i] for i in sorted(too_big)])
                 items = [item for i, item in enumerate(items) if i not in too_big]
         report: dict[tuple[str, str], int] = {}
-        if self.options.send_client_reports and (items or job.internal):
-            report = self.reports.take()
+        if (
+            self.options.send_client_reports
+            and (items or job.internal)
+            and not self.limits.is_limited("internal", now)
+        ):
+            report = self.reports.take()  # while "internal" is limited the counts wait
         if not items and not report:
             return None
         body_items = list(items)
@@ -322,6 +324,14 @@ class Engine:
 
     def mark(self) -> int:
         """A flush mark: everything submitted so far."""
+        return self._seq
+
+    # A flush waits for its mark, then once more for a client report of what that cost.
+    FLUSH_ROUNDS = 2
+
+    def flush_mark(self) -> int:
+        """Queue pending client reports, then mark: what a flush round waits for."""
+        self.request_report()
         return self._seq
 
     def done(self, mark: int) -> bool:

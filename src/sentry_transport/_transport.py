@@ -14,8 +14,10 @@ from here. Extending: subclass ``Transport`` (any destination) — never a drive
 from __future__ import annotations
 
 import abc
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -121,6 +123,13 @@ class EngineTransport(Transport):
         self.engine = Engine(self.dsn)
         self.clock: Callable[[], float] = time.time
         self._lock = threading.Lock()
+        _LIVE.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks, an empty queue and fresh counters; nothing of the
+        parent's is sent again. Drivers extend this to drop their threads and sockets."""
+        self._lock = threading.Lock()
+        self.engine.reset()
 
     def record_lost_event(self, reason: str, category: str = "error", quantity: int = 1) -> None:
         self.engine.record_lost(reason, category, quantity)
@@ -139,3 +148,15 @@ class EngineTransport(Transport):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.dsn}>"
+
+
+_LIVE: weakref.WeakSet[EngineTransport] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for transport in list(_LIVE):
+        transport._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)

@@ -19,9 +19,7 @@ import asyncio
 import contextlib
 import os
 import ssl
-import threading
 import time
-import weakref
 from collections import deque
 from typing import Any
 
@@ -53,7 +51,6 @@ class AsyncioTransport(EngineTransport):
         self._loop = loop
         self._generation = 0  # bumped in a forked child: older workers stop, account nothing
         self._fresh_state()
-        _LIVE.add(self)
 
     def _fresh_state(self) -> None:
         self._workers: set[asyncio.Task[None]] = set()
@@ -64,12 +61,13 @@ class AsyncioTransport(EngineTransport):
 
     def _after_fork(self) -> None:
         """In a forked child: drop the parent's queue and sockets; never send its envelopes."""
-        self._lock = threading.Lock()
+        super()._after_fork()
         self._generation += 1
         for conn in self._connections:
             conn.abort()  # closes the child's copy of the descriptor only
         self._fresh_state()
-        self.engine.reset()
+        if self._loop is not _running_loop():
+            self._loop = None  # its thread did not survive the fork: bind to the next loop
 
     # -- caller side (any thread) -------------------------------------------------------------
 
@@ -99,11 +97,13 @@ class AsyncioTransport(EngineTransport):
     async def aflush(self, timeout: float | None = None) -> bool:
         deadline = time.monotonic() + self._timeout(timeout)
         self._bind()
-        with self._lock:
-            self.engine.request_report()
-            mark = self.engine.mark()
-        self._wake_one()
-        return await self._wait(mark, deadline)
+        for _ in range(self.engine.FLUSH_ROUNDS):
+            with self._lock:
+                mark = self.engine.flush_mark()
+            self._wake_one()
+            if not await self._wait(mark, deadline):
+                return False
+        return True
 
     async def aclose(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + self._timeout(timeout)
@@ -112,9 +112,12 @@ class AsyncioTransport(EngineTransport):
             if self._stopping:
                 return
             self.engine.close()
-            mark = self.engine.mark()
-        self._wake_one()
-        await self._wait(mark, deadline)
+        for _ in range(self.engine.FLUSH_ROUNDS):
+            with self._lock:
+                mark = self.engine.flush_mark()
+            self._wake_one()
+            if not await self._wait(mark, deadline):
+                break
         with self._lock:
             self.engine.abandon()
         self._stopping = True
@@ -132,8 +135,7 @@ class AsyncioTransport(EngineTransport):
                 return self.engine.done(self.engine.mark())
         if _running_loop() is loop:
             with self._lock:
-                self.engine.request_report()
-                return self.engine.done(self.engine.mark())
+                return self.engine.done(self.engine.flush_mark())
         seconds = self._timeout(timeout)
         future = asyncio.run_coroutine_threadsafe(self.aflush(seconds), loop)
         try:
@@ -258,18 +260,6 @@ class AsyncioTransport(EngineTransport):
         if generation == self._generation:
             with self._lock:
                 engine.on_response(attempt, response.status, response.headers, self.clock())
-
-
-_LIVE: weakref.WeakSet[AsyncioTransport] = weakref.WeakSet()
-
-
-def _reset_in_child() -> None:
-    for transport in list(_LIVE):
-        transport._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_in_child)
 
 
 class _Connection:

@@ -28,6 +28,11 @@ class SyncTransport(EngineTransport):
         self._conn = Connection(self.dsn, context)
         self._io = threading.Lock()  # one request at a time
 
+    def _after_fork(self) -> None:
+        super()._after_fork()
+        self._io = threading.Lock()
+        self._conn = Connection(self.dsn, self._conn.context)  # the parent's socket stays theirs
+
     def capture_envelope(self, envelope: Envelope) -> None:
         with self._lock:
             queued = self.engine.submit(envelope, self.clock())
@@ -36,17 +41,22 @@ class SyncTransport(EngineTransport):
 
     def flush(self, timeout: float | None = None) -> bool:
         deadline = time.monotonic() + self._timeout(timeout)
-        with self._lock:
-            self.engine.request_report()
-            mark = self.engine.mark()
-        return self._pump(deadline, mark)
+        for _ in range(self.engine.FLUSH_ROUNDS):
+            with self._lock:
+                mark = self.engine.flush_mark()
+            if not self._pump(deadline, mark):
+                return False
+        return True
 
     def close(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + self._timeout(timeout)
         with self._lock:
             self.engine.close()
-            mark = self.engine.mark()
-        self._pump(deadline, mark)
+        for _ in range(self.engine.FLUSH_ROUNDS):
+            with self._lock:
+                mark = self.engine.flush_mark()
+            if not self._pump(deadline, mark):
+                break
         with self._lock:
             self.engine.abandon()
         self._conn.close()

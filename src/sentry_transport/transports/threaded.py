@@ -26,8 +26,6 @@ from .._envelope import Envelope
 from .._tls import ssl_context
 from .._transport import EngineTransport
 
-_LIVE: weakref.WeakSet[ThreadedTransport] = weakref.WeakSet()
-
 
 class ThreadedTransport(EngineTransport):
     name = "threaded"
@@ -36,7 +34,7 @@ class ThreadedTransport(EngineTransport):
         super().__init__(dsn, **options)
         self._context = ssl_context(self.options) if self.dsn.scheme == "https" else None
         self._fresh_state()
-        _LIVE.add(self)
+        _OPEN.add(self)
 
     def _fresh_state(self) -> None:
         self._lock = threading.Lock()
@@ -51,7 +49,7 @@ class ThreadedTransport(EngineTransport):
     # -- caller side --------------------------------------------------------------------------
 
     def capture_envelope(self, envelope: Envelope) -> None:
-        if self._pid != os.getpid():
+        if self._pid != os.getpid():  # forked without os.register_at_fork having run
             self._after_fork()
         with self._lock:
             if not self.engine.submit(envelope, self.clock()):
@@ -64,8 +62,10 @@ class ThreadedTransport(EngineTransport):
     def flush(self, timeout: float | None = None) -> bool:
         deadline = time.monotonic() + self._timeout(timeout)
         with self._lock:
-            self.engine.request_report()
-            return self._wait(self.engine.mark(), deadline)
+            for _ in range(self.engine.FLUSH_ROUNDS):
+                if not self._wait(self.engine.flush_mark(), deadline):
+                    return False
+            return True
 
     def close(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + self._timeout(timeout)
@@ -73,7 +73,9 @@ class ThreadedTransport(EngineTransport):
             if self._stopping:
                 return
             self.engine.close()
-            self._wait(self.engine.mark(), deadline)
+            for _ in range(self.engine.FLUSH_ROUNDS):
+                if not self._wait(self.engine.flush_mark(), deadline):
+                    break
             self.engine.abandon()
             self._stopping = True
             self._work.notify_all()
@@ -83,7 +85,7 @@ class ThreadedTransport(EngineTransport):
             conn.abort()  # in-flight requests fail now and are counted lost
         for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
-        _LIVE.discard(self)
+        _OPEN.discard(self)
 
     def is_healthy(self) -> bool:
         return not self._stopping and super().is_healthy()
@@ -152,20 +154,16 @@ class ThreadedTransport(EngineTransport):
 
     def _after_fork(self) -> None:
         """In a child: forget the parent's queue, locks, workers and sockets."""
+        super()._after_fork()
         self._fresh_state()
-        self.engine.reset()
 
 
-def _reset_in_child() -> None:
-    for transport in list(_LIVE):
-        transport._after_fork()
+_OPEN: weakref.WeakSet[ThreadedTransport] = weakref.WeakSet()  # closed at interpreter exit
 
 
 def _close_all_at_exit() -> None:
-    for transport in list(_LIVE):
+    for transport in list(_OPEN):
         transport.close(transport.options.shutdown_timeout)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_in_child)
 atexit.register(_close_all_at_exit)

@@ -371,6 +371,37 @@ def test_tls_host_name_is_checked(make: Make, ca: Any, tmp_path: Any) -> None:
         assert stats["lost"] == {"network_error": {"error": 1}}
 
 
+def test_tls_client_certificate(make: Make, ca: Any, tmp_path: Any) -> None:
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(context)
+    client = ca.issue_cert("client@example.org")
+    bundle, cert, key = tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client.key"
+    ca.cert_pem.write_to_path(str(bundle))
+    client.cert_chain_pems[0].write_to_path(str(cert))
+    client.private_key_pem.write_to_path(str(key))
+    with Sink(ssl_context=context) as sink:
+        anonymous = make(sink.dsn, ca_certs=str(bundle), retry_attempts=0)
+        anonymous.capture_envelope(event("no-client-cert"))
+        assert anonymous.flush(5)
+        assert anonymous.stats()["lost"] == {"network_error": {"error": 1}}
+        transport = make(sink.dsn, ca_certs=str(bundle), cert_file=str(cert), key_file=str(key))
+        transport.capture_envelope(event("with-client-cert"))
+        assert transport.flush(5)
+        assert sink_events(sink) == ["with-client-cert"]
+        check_accounting(transport, sink)
+
+
+def test_bad_tls_file_is_a_configuration_error(make: Make, tmp_path: Any) -> None:
+    from sentry_transport import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="ca_certs"):
+        make("https://public@127.0.0.1:9/42", ca_certs=str(tmp_path / "missing.pem"))
+
+
 # -- proxies --------------------------------------------------------------------------------------
 
 

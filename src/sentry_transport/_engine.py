@@ -229,6 +229,11 @@ class Engine:
             if too_big:
                 self.lose("send_error", [items[i] for i in sorted(too_big)])
                 items = [item for i, item in enumerate(items) if i not in too_big]
+        if len(items) != len(job.envelope.items):
+            # What was dropped is counted once: later attempts and abandon() see the rest only.
+            remaining = Envelope(job.envelope.headers, items)
+            remaining._raw_header = job.envelope._raw_header
+            job.envelope = remaining
         report: dict[tuple[str, str], int] = {}
         if (
             self.options.send_client_reports
@@ -241,8 +246,7 @@ class Engine:
         body_items = list(items)
         if report:
             body_items.append(report_item(report, round(now, 3)))
-        headers = job.envelope.headers if items else {}
-        envelope = Envelope(headers, body_items)
+        envelope = Envelope(job.envelope.headers if items else {}, body_items)
         envelope._raw_header = job.envelope._raw_header if items else None
         request = _request.build(
             envelope,

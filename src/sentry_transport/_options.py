@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import DsnError
@@ -35,6 +35,8 @@ def _number(kind: type, minimum: float, allow_zero: bool) -> Callable[[Any], Any
     def parse(value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("expected a number, not a boolean")
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError("expected an integer")  # int(1.5) would silently give 1
         try:
             number = kind(value)
         except (TypeError, ValueError):
@@ -124,8 +126,8 @@ class TransportOptions:
     ca_certs: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
-    http_proxy: str | None = None
-    https_proxy: str | None = None
+    http_proxy: str | None = field(default=None, repr=False)  # may hold credentials
+    https_proxy: str | None = field(default=None, repr=False)
     trust_env: bool = True
     compression: str = "gzip"
     compression_level: int | None = None

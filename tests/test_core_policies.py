@@ -657,3 +657,10 @@ def test_request_and_parser_work_together() -> None:
     assert head.startswith(b"POST /api/1/envelope/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\n")
     assert b"\r\nContent-Length: %d\r\n" % len(req.body) in head
     json.loads(Envelope.deserialize(req.body).items[0].payload)
+
+
+@pytest.mark.parametrize("size", [b"0x10", b"1_0", b"+5", b"-1", b"", b"g"])
+def test_chunk_size_must_be_plain_hex(size: bytes) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with pytest.raises(HttpProtocolError, match="chunk size"):
+        http11.ResponseParser().feed(head + size + b"\r\nxxxx\r\n0\r\n\r\n")

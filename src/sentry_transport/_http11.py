@@ -163,12 +163,9 @@ class ResponseParser:
                     return False
                 line = bytes(self._buffer[:end]).split(b";", 1)[0].strip()
                 del self._buffer[: end + 2]
-                try:
-                    size = int(line, 16)
-                except ValueError:
-                    raise HttpProtocolError(f"bad chunk size {line[:20]!r}") from None
-                if size < 0:
-                    raise HttpProtocolError("negative chunk size")
+                if not line or len(line) > 16 or line.strip(b"0123456789abcdefABCDEF"):
+                    raise HttpProtocolError(f"bad chunk size {line[:20]!r}")
+                size = int(line, 16)
                 self._remaining = size
                 self._chunk_state = "data" if size else "trailer"
             elif self._chunk_state == "data":

@@ -936,3 +936,17 @@ def test_abandon_does_not_count_an_already_dropped_item_again() -> None:
     engine.abandon()
     assert lost(engine) == {"ratelimit_backoff": {"error": 1}, "network_error": {"session": 1}}
     events_balance(engine)
+
+
+def test_should_add_connection() -> None:
+    from sentry_transport._engine import should_add_connection
+
+    # no backlog, an idle worker, or the limit reached: never
+    assert not should_add_connection(1, 0, 0, 1.0, 16)
+    assert not should_add_connection(1, 1, 5, 1.0, 16)
+    assert not should_add_connection(16, 0, 5, 1.0, 16)
+    # up to two connections on any backlog
+    assert should_add_connection(1, 0, 1, 0.0001, 16)
+    assert not should_add_connection(2, 0, 1, 0.0001, 16)  # fast server: CPU-bound, stay
+    assert should_add_connection(2, 0, 1, 0.020, 16)  # slow server: latency-bound, grow
+    assert should_add_connection(15, 0, 1, 0.020, 16)

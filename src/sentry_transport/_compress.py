@@ -4,8 +4,10 @@
 CPU work. gzip and deflate come with the standard library; br needs ``brotli`` and zstd needs
 ``zstandard`` (or Python 3.14's ``compression.zstd``), imported only when asked for.
 
-Default levels favour throughput: on a 128 KB event, gzip level 3 took about a third of
-level 6's time for a 6% larger body, and a sixth of level 9's (see bench/compression.py).
+Default levels favour throughput: on a 128 KB event (bench/compression.py), gzip level 3
+took 0.44x the time of level 6 for a 14% larger body, and a fifth of level 9's time. Bodies
+under ``compression_threshold`` (2 KiB) are sent as is: gzip on a 1.2 KB event cost about
+40 us of CPU per envelope in the delivery loop to save about 650 bytes.
 """
 
 from __future__ import annotations

@@ -42,6 +42,19 @@ UNENCODED_JSON_ESTIMATE = (
     4096  # bytes counted against queue_bytes for a JSON payload not yet encoded
 )
 UNHEALTHY_AFTER_FAILURES = 3
+# Connections beyond BASE_CONNECTIONS only pay off when the server's latency, not the
+# client's CPU, is what limits: grow past it only while round trips take longer than this.
+BASE_CONNECTIONS = 2
+SLOW_ROUND_TRIP = 0.002
+
+
+def should_add_connection(
+    connections: int, idle: int, backlog: int, round_trip: float, limit: int
+) -> bool:
+    """Whether a driver should open one more connection (start a worker) now."""
+    if backlog <= 0 or idle > 0 or connections >= limit:
+        return False
+    return connections < BASE_CONNECTIONS or round_trip > SLOW_ROUND_TRIP
 
 
 @dataclass(eq=False)
@@ -212,7 +225,10 @@ class Engine:
         if job.first_try is None:
             job.first_try = now
         job.attempts += 1
-        allowed, blocked = self.limits.split(job.envelope.items, now)
+        if self.limits.deadlines:
+            allowed, blocked = self.limits.split(job.envelope.items, now)
+        else:
+            allowed, blocked = job.envelope.items, []
         if blocked:
             self.lose("ratelimit_backoff", blocked)
         items: list[Item] = []

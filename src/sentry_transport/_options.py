@@ -131,7 +131,7 @@ class TransportOptions:
     trust_env: bool = True
     compression: str = "gzip"
     compression_level: int | None = None
-    compression_threshold: int = 1024
+    compression_threshold: int = 2048
     queue_size: int = 10_000
     queue_bytes: int = 64 * 1024 * 1024
     max_connections: int = 16

@@ -9,8 +9,8 @@ returns the method, target, headers and body. ``classify(status)`` maps a status
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from . import _compress
 from ._dsn import Dsn
@@ -47,8 +47,16 @@ class Request:
 
 
 def rfc3339(timestamp: float) -> str:
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}Z"
+    """``2026-11-21T18:23:39.123456Z`` (UTC), without a datetime object per request."""
+    seconds = int(timestamp // 1)
+    micros = round((timestamp - seconds) * 1_000_000)
+    if micros == 1_000_000:
+        seconds, micros = seconds + 1, 0
+    t = time.gmtime(seconds)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{micros:06d}Z"
+    )
 
 
 def build(
@@ -57,7 +65,7 @@ def build(
     now: float,
     encoding: str | None,
     level: int | None = None,
-    threshold: int = 1024,
+    threshold: int = 2048,
     client: str = CLIENT,
 ) -> Request:
     stamped = Envelope({**envelope.headers, "sent_at": rfc3339(now)}, envelope.items)

@@ -1,13 +1,21 @@
 """The threaded transport (the default): background delivery that never blocks the caller.
 
-``capture_envelope`` takes the lock, queues the envelope (or counts it lost when the queue
-is full in envelopes or bytes), wakes an idle worker or starts one, and returns. Workers
-(up to ``max_connections``, started on demand) each own one keep-alive connection, so that
-many requests are in flight at once; JSON encoding and compression run on them.
+``capture_envelope`` only appends to an inbox (a deque: no lock, no allocation beyond the
+node) and, if a worker is idle, wakes it. Workers move the inbox into the engine under the
+lock, which is where the queue bounds (envelopes and bytes) are applied and overflow is
+counted; every drain happens under the lock, so an envelope is always either in the inbox or
+in the engine and ``flush`` never misses one. An inbox already ``queue_size`` long sends the
+caller down the slow path (drain under the lock), so it stays bounded too.
 
-Fork safety: a child process starts with an empty queue, fresh locks and no workers, and
-never sends what its parent had queued. A clean interpreter exit closes every open threaded
-transport within its ``shutdown_timeout``.
+Workers (up to ``max_connections``) each own one keep-alive connection; JSON encoding and
+compression run on them. The first starts with the first capture; a worker that finds a
+backlog and no idle peer starts the next one (the engine's ``should_add_connection``: past
+two, only while round trips are slow), so threads grow with server latency, not with the
+capture rate, and thread starts never run on the caller's thread after the first.
+
+Fork safety: a child process starts with an empty queue and inbox, fresh locks and no
+workers, and never sends what its parent had queued. A clean interpreter exit closes every
+open threaded transport within its ``shutdown_timeout``.
 """
 
 from __future__ import annotations
@@ -17,11 +25,12 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from typing import Any
 
 from .._blocking import Connection, deliver
 from .._dsn import Dsn
-from .._engine import Job
+from .._engine import Job, should_add_connection
 from .._envelope import Envelope
 from .._tls import ssl_context
 from .._transport import EngineTransport
@@ -40,9 +49,11 @@ class ThreadedTransport(EngineTransport):
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # workers wait here for jobs
         self._done = threading.Condition(self._lock)  # flush/close wait here for progress
+        self._inbox: deque[Envelope] = deque()
         self._workers: list[threading.Thread] = []
         self._connections: set[Connection] = set()
-        self._idle = 0
+        self._idle = 0  # workers that are looking for work or waiting for it
+        self._round_trip = 0.0  # seconds the last delivery took (for growing the pool)
         self._stopping = False
         self._pid = os.getpid()
 
@@ -51,17 +62,24 @@ class ThreadedTransport(EngineTransport):
     def capture_envelope(self, envelope: Envelope) -> None:
         if self._pid != os.getpid():  # forked without os.register_at_fork having run
             self._after_fork()
-        with self._lock:
-            if not self.engine.submit(envelope, self.clock()):
-                return
-            if self._idle:
+        inbox = self._inbox
+        if len(inbox) >= self.options.queue_size or not self._workers:
+            with self._lock:  # slow path: first capture, or a full inbox (counted there)
+                inbox.append(envelope)
+                self._drain()
+                if not self._workers and not self._stopping:
+                    self._start_worker()
                 self._work.notify()
-            elif len(self._workers) < self.options.max_connections and not self._stopping:
-                self._start_worker()
+            return
+        inbox.append(envelope)
+        if self._idle:  # read after the append: a worker that counted itself idle re-checks
+            with self._lock:
+                self._work.notify()
 
     def flush(self, timeout: float | None = None) -> bool:
         deadline = time.monotonic() + self._timeout(timeout)
         with self._lock:
+            self._drain()
             for _ in range(self.engine.FLUSH_ROUNDS):
                 if not self._wait(self.engine.flush_mark(), deadline):
                     return False
@@ -72,6 +90,7 @@ class ThreadedTransport(EngineTransport):
         with self._lock:
             if self._stopping:
                 return
+            self._drain()
             self.engine.close()
             for _ in range(self.engine.FLUSH_ROUNDS):
                 if not self._wait(self.engine.flush_mark(), deadline):
@@ -91,18 +110,27 @@ class ThreadedTransport(EngineTransport):
         return not self._stopping and super().is_healthy()
 
     def stats(self) -> dict[str, Any]:
+        with self._lock:
+            self._drain()
         snapshot = super().stats()
         snapshot["workers"] = len(self._workers)
         return snapshot
 
     # -- workers ------------------------------------------------------------------------------
 
+    def _drain(self) -> None:
+        """Under the lock: move the inbox into the engine (bounds and overflow apply here)."""
+        inbox, engine, now = self._inbox, self.engine, self.clock()
+        while inbox:
+            engine.submit(inbox.popleft(), now)
+
     def _wait(self, mark: int, deadline: float) -> bool:
         """Under the lock: wait until ``mark`` is done or the deadline passes."""
-        if not self.engine.done(mark) and self._idle:
-            self._work.notify_all()
-        elif not self.engine.done(mark) and not self._workers and not self._stopping:
-            self._start_worker()
+        if not self.engine.done(mark):
+            if self._idle:
+                self._work.notify_all()
+            elif not self._workers and not self._stopping:
+                self._start_worker()
         while not self.engine.done(mark):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -123,14 +151,26 @@ class ThreadedTransport(EngineTransport):
         with lock:
             self._connections.add(conn)
         try:
+            finished = False
             while True:
                 with lock:
+                    if finished:
+                        self._done.notify_all()
                     job = self._next_job()
                     if job is None:
                         return
+                    if should_add_connection(
+                        len(self._workers),
+                        self._idle,
+                        self.engine.queued,
+                        self._round_trip,
+                        self.options.max_connections,
+                    ):
+                        self._start_worker()
+                started = time.monotonic()
                 deliver(self.engine, lock, conn, job, self.clock)
-                with lock:
-                    self._done.notify_all()
+                self._round_trip = time.monotonic() - started
+                finished = True
         finally:
             conn.close()
             with lock:
@@ -138,17 +178,18 @@ class ThreadedTransport(EngineTransport):
 
     def _next_job(self) -> Job | None:
         """Under the lock: the next job, waiting for one; None when the worker should stop."""
-        while not self._stopping:
-            now = self.clock()
-            found = self.engine.next(now)
-            if isinstance(found, Job):
-                return found
-            self._idle += 1
-            try:
+        self._idle += 1  # before looking: a capture after this sees us and notifies
+        try:
+            while not self._stopping:
+                self._drain()
+                now = self.clock()
+                found = self.engine.next(now)
+                if isinstance(found, Job):
+                    return found
                 self._work.wait(None if found is None else max(0.0, found - now))
-            finally:
-                self._idle -= 1
-        return None
+            return None
+        finally:
+            self._idle -= 1
 
     # -- fork ---------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sentry_transport import Dsn, Envelope, Item
 from sentry_transport import _compress as compress
 from sentry_transport import _limits as limits
-from sentry_transport._engine import UNENCODED_JSON_ESTIMATE, Attempt, Engine, Job
+from sentry_transport._engine import Attempt, Engine, Job
 from sentry_transport._request import Outcome
 
 DSN = "https://public@ingest.example/42"
@@ -190,10 +190,12 @@ def test_queue_bound_in_bytes() -> None:
 
 
 def test_unencoded_json_counts_an_estimate_against_queue_bytes() -> None:
-    engine = make(queue_bytes=UNENCODED_JSON_ESTIMATE + 10)
-    assert engine.submit(event(), T0)  # not encoded yet: counted as the estimate
-    assert not engine.submit(event(), T0)
+    big = Envelope.for_event({"message": {"formatted": "big"}, "extra": {"blob": "x" * 300_000}})
+    engine = make(queue_bytes=500_000)
+    assert engine.submit(big, T0)  # not encoded yet: counted by its estimated size
+    assert not engine.submit(big, T0)
     assert lost(engine) == {"queue_overflow": {"error": 1}}
+    assert not big.items[0].payload_is_encoded  # the estimate did not encode it
 
 
 def test_submit_after_close_is_lost() -> None:

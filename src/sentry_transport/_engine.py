@@ -38,9 +38,6 @@ from ._retry import RetryPolicy
 from ._version import CLIENT
 
 EVENT_TYPES = frozenset({"event", "transaction"})
-UNENCODED_JSON_ESTIMATE = (
-    4096  # bytes counted against queue_bytes for a JSON payload not yet encoded
-)
 UNHEALTHY_AFTER_FAILURES = 3
 # Connections beyond BASE_CONNECTIONS only pay off when the server's latency, not the
 # client's CPU, is what limits: grow past it only while round trips take longer than this.
@@ -166,7 +163,7 @@ class Engine:
         for item in envelope.items:
             if item.headers.get("type") in EVENT_TYPES:
                 events += 1
-            size += item.size_hint() if item.payload_is_encoded else UNENCODED_JSON_ESTIMATE
+            size += item.size_hint()  # JSON not yet encoded: a bounded sampling estimate
         with stats.lock:
             stats.accepted += 1
             stats.events_accepted += events

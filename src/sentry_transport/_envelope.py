@@ -23,6 +23,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
 from typing import IO, Any
 
 from ._errors import EnvelopeError
@@ -417,18 +418,42 @@ def _raw_still_valid(raw: bytes, headers: Mapping[str, Any], payload: bytes) -> 
     return b"\n" not in payload
 
 
-def _estimate(obj: Any, depth: int = 0) -> int:
-    """A rough encoded size of a JSON-able object, walking at most a few levels."""
-    if isinstance(obj, str):
-        return len(obj) + 2
-    if isinstance(obj, (bytes, bytearray)):
-        return len(obj) + 2
-    if isinstance(obj, Mapping):
-        if depth > 3:
-            return 64 * len(obj)
-        return 2 + sum(len(str(k)) + 4 + _estimate(v, depth + 1) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        if depth > 3:
-            return 64 * len(obj)
-        return 2 + sum(1 + _estimate(v, depth + 1) for v in obj)
-    return 8
+_SAMPLE_KEYS = 64  # keys of a mapping looked at (an event's big part may be any key)
+_SAMPLE_ITEMS = 8  # elements of a list looked at; the rest are assumed alike
+_BUDGET = 512  # values looked at in all, per estimate
+
+
+def _estimate(obj: Any) -> int:
+    """The encoded size of a JSON-able object, from a bounded sample of it.
+
+    Containers are sampled (their first few elements, scaled by their length) and the walk
+    stops after a fixed number of values, so the cost is bounded whatever the object's size.
+    Within about 2x of the real size for typical events; it exists to bound queue memory.
+    """
+    budget = [_BUDGET]
+
+    def walk(value: Any) -> int:
+        budget[0] -= 1
+        if isinstance(value, str):
+            return len(value) + 2
+        if isinstance(value, (bytes, bytearray)):
+            return len(value) + 2
+        if isinstance(value, Mapping):
+            count = len(value)
+            if not count:
+                return 2
+            if budget[0] <= 0:
+                return 32 * count
+            sample = [len(str(k)) + 4 + walk(v) for k, v in islice(value.items(), _SAMPLE_KEYS)]
+            return 2 + sum(sample) * count // len(sample)
+        if isinstance(value, (list, tuple)):
+            count = len(value)
+            if not count:
+                return 2
+            if budget[0] <= 0:
+                return 32 * count
+            sample = [1 + walk(v) for v in value[:_SAMPLE_ITEMS]]
+            return 2 + sum(sample) * count // len(sample)
+        return 8
+
+    return walk(obj)

@@ -21,6 +21,7 @@ open threaded transport within its ``shutdown_timeout``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import time
@@ -119,10 +120,19 @@ class ThreadedTransport(EngineTransport):
     # -- workers ------------------------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Under the lock: move the inbox into the engine (bounds and overflow apply here)."""
+        """Under the lock: move the inbox into the engine (bounds and overflow apply here).
+
+        JSON payloads are encoded here, on a worker (the caller only appended), so the byte
+        bound counts their exact size; the encoding is kept for sending. One that cannot be
+        encoded is left to the engine, which counts it as an internal error when preparing.
+        """
         inbox, engine, now = self._inbox, self.engine, self.clock()
         while inbox:
-            engine.submit(inbox.popleft(), now)
+            envelope = inbox.popleft()
+            for item in envelope.items:
+                with contextlib.suppress(TypeError, ValueError, RecursionError):
+                    item.payload  # noqa: B018
+            engine.submit(envelope, now)
 
     def _wait(self, mark: int, deadline: float) -> bool:
         """Under the lock: wait until ``mark`` is done or the deadline passes."""

@@ -53,7 +53,7 @@ class ThreadedTransport(EngineTransport):
         self._inbox: deque[Envelope] = deque()
         self._workers: list[threading.Thread] = []
         self._connections: set[Connection] = set()
-        self._idle = 0  # workers that are looking for work or waiting for it
+        self._idle = 0  # workers waiting for work (the only ones a capture must wake)
         self._round_trip = 0.0  # seconds the last delivery took (for growing the pool)
         self._stopping = False
         self._pid = os.getpid()
@@ -73,7 +73,7 @@ class ThreadedTransport(EngineTransport):
                 self._work.notify()
             return
         inbox.append(envelope)
-        if self._idle:  # read after the append: a worker that counted itself idle re-checks
+        if self._idle:  # read after the append; see _next_job for why no wake-up is lost
             with self._lock:
                 self._work.notify()
 
@@ -187,19 +187,25 @@ class ThreadedTransport(EngineTransport):
                 self._connections.discard(conn)
 
     def _next_job(self) -> Job | None:
-        """Under the lock: the next job, waiting for one; None when the worker should stop."""
-        self._idle += 1  # before looking: a capture after this sees us and notifies
-        try:
-            while not self._stopping:
-                self._drain()
-                now = self.clock()
-                found = self.engine.next(now)
-                if isinstance(found, Job):
-                    return found
-                self._work.wait(None if found is None else max(0.0, found - now))
-            return None
-        finally:
-            self._idle -= 1
+        """Under the lock: the next job, waiting for one; None when the worker should stop.
+
+        A capture appends without the lock and notifies only if ``_idle`` (workers about to
+        wait) is non-zero. So a worker counts itself idle first and looks at the inbox again
+        after: a capture that came before the count is seen here, one after it notifies.
+        """
+        while not self._stopping:
+            self._drain()
+            now = self.clock()
+            found = self.engine.next(now)
+            if isinstance(found, Job):
+                return found
+            self._idle += 1
+            try:
+                if not self._inbox:
+                    self._work.wait(None if found is None else max(0.0, found - now))
+            finally:
+                self._idle -= 1
+        return None
 
     # -- fork ---------------------------------------------------------------------------------
 

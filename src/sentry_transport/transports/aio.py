@@ -3,8 +3,9 @@
 Worker coroutines (up to ``max_connections``, started on demand) each own one keep-alive
 connection made with asyncio streams and speak HTTP/1.1 through the sans-I/O codec.
 ``capture_envelope`` works from the loop or from any thread (it hops onto the loop with
-``call_soon_threadsafe``). Encoding and compression of a job run in the loop's default
-executor, so a large event never stalls the loop.
+``call_soon_threadsafe``). A job of 16 KiB or more (exact, or estimated for JSON not yet
+encoded) is encoded and compressed in the loop's default executor, so a large event never
+stalls the loop; a smaller one costs less on the loop than the hop to a thread would.
 
 ``await aflush(t)`` / ``await aclose(t)`` on the loop; ``flush(t)`` / ``close(t)`` from other
 threads. Called on the loop's own thread, the sync forms cannot wait: ``flush`` answers
@@ -34,7 +35,7 @@ from .._request import Request
 from .._tls import ssl_context
 from .._transport import EngineTransport
 
-INLINE_PREPARE_BYTES = 16 * 1024  # smaller jobs with encoded payloads are prepared on the loop
+INLINE_PREPARE_BYTES = 16 * 1024  # smaller jobs are encoded and compressed on the loop
 
 
 class AsyncioTransport(EngineTransport):
@@ -235,9 +236,7 @@ class AsyncioTransport(EngineTransport):
         engine = self.engine
         try:
             attempt: Attempt | None
-            if job.size < INLINE_PREPARE_BYTES and all(
-                i.payload_is_encoded for i in job.envelope.items
-            ):
+            if job.size < INLINE_PREPARE_BYTES:  # exact, or the engine's sampled estimate
                 attempt = engine.prepare(job, self.clock())
             else:
                 loop = asyncio.get_running_loop()

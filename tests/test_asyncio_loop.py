@@ -1,0 +1,73 @@
+"""The asyncio transport used from inside its own loop: no threads, awaitable flush/close."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+
+import pytest
+
+from sentry_transport import AsyncioTransport, Envelope
+from sentry_transport.testing import Respond, Sink
+
+pytestmark = pytest.mark.network
+
+
+def test_in_loop_capture_aflush_aclose(sentry_sink: Sink) -> None:
+    async def main() -> dict[str, object]:
+        transport = AsyncioTransport(sentry_sink.dsn)
+        threads = threading.active_count()
+        for i in range(50):
+            transport.capture_event({"message": {"formatted": f"loop{i}"}})
+        assert await transport.aflush(5)
+        assert threading.active_count() == threads  # small events: no executor thread
+        await transport.aclose(2)
+        transport.capture_event({"message": {"formatted": "after close"}})
+        return transport.stats()
+
+    stats = asyncio.run(main())
+    assert stats["events"] == {"accepted": 51, "delivered": 50, "lost": 1}
+    assert len(sentry_sink.envelopes) == 50
+
+
+def test_sync_flush_on_the_loop_thread_does_not_block(sentry_sink: Sink) -> None:
+    sentry_sink.default = Respond(200, delay=0.5)
+
+    async def main() -> tuple[bool, float, bool]:
+        transport = AsyncioTransport(sentry_sink.dsn)
+        transport.capture_envelope(Envelope.for_event({"message": {"formatted": "slow"}}))
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        answer = transport.flush(5)  # cannot wait on its own loop: answers at once
+        elapsed = time.monotonic() - started
+        done = await transport.aflush(5)
+        await transport.aclose(1)
+        return answer, elapsed, done
+
+    answer, elapsed, done = asyncio.run(main())
+    assert answer is False and elapsed < 0.1 and done is True
+
+
+def test_large_event_is_prepared_off_the_loop(sentry_sink: Sink) -> None:
+    async def main() -> float:
+        transport = AsyncioTransport(sentry_sink.dsn)
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            for _ in range(200):
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.001)
+
+        task = asyncio.create_task(ticker())
+        big = {"message": {"formatted": "big"}, "extra": {"blob": ["x" * 100] * 20_000}}
+        transport.capture_event(big)
+        assert await transport.aflush(10)
+        await task
+        await transport.aclose(1)
+        return max(b - a for a, b in itertools.pairwise(ticks))
+
+    worst_gap = asyncio.run(main())
+    assert len(sentry_sink.envelopes) == 1
+    assert worst_gap < 0.05  # encoding and gzip of ~2 MB ran in the executor

@@ -21,15 +21,11 @@ from . import _proxy
 from ._dsn import Dsn
 from ._engine import Engine, Job
 from ._errors import HttpProtocolError
-from ._http11 import Response, ResponseParser, render_head
+from ._http11 import Response, ResponseParser, StaleConnection
 from ._request import Request
 
 NETWORK_ERRORS = (OSError, HttpProtocolError)  # ssl.SSLError and socket.timeout are OSErrors
 _RECV = 65536
-
-
-class ProxyError(ConnectionError):
-    """The proxy refused to open a tunnel."""
 
 
 class Connection:
@@ -45,7 +41,7 @@ class Connection:
         reused = self._sock is not None
         try:
             return self._exchange(request)
-        except (ConnectionResetError, BrokenPipeError, _StaleConnection):
+        except (ConnectionResetError, BrokenPipeError, StaleConnection):
             self.close()
             if not reused:
                 raise
@@ -53,14 +49,7 @@ class Connection:
 
     def _exchange(self, request: Request) -> Response:
         sock = self._sock or self._connect()
-        headers = list(request.headers)
-        target = request.target
-        if self.proxy is not None and self.dsn.scheme == "http":
-            target = request.url
-            auth = self.proxy.authorization()
-            if auth:
-                headers.append(("Proxy-Authorization", auth))
-        head = render_head(request.method, target, headers)
+        head = _proxy.request_head(request, self.dsn, self.proxy)
         try:
             sock.settimeout(self.timeout)
             if len(request.body) < 16384:
@@ -101,16 +90,10 @@ class Connection:
         return sock
 
     def _tunnel(self, sock: socket.socket, proxy: _proxy.Proxy) -> None:
-        where = f"{self.dsn.host}:{self.dsn.effective_port}"
-        headers = [("Host", where)]
-        auth = proxy.authorization()
-        if auth:
-            headers.append(("Proxy-Authorization", auth))
         sock.settimeout(self.timeout)
-        sock.sendall(render_head("CONNECT", where, headers))
+        sock.sendall(_proxy.tunnel_head(self.dsn, proxy))
         response = _read_response(sock, time.monotonic() + self.timeout, no_body=True)
-        if not 200 <= response.status < 300:
-            raise ProxyError(f"proxy refused CONNECT {where}: HTTP {response.status}")
+        _proxy.check_tunnel(self.dsn, response)
 
     def close(self) -> None:
         with self._lock:
@@ -127,10 +110,6 @@ class Connection:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-class _StaleConnection(ConnectionError):
-    pass
-
-
 def _read_response(
     sock: socket.socket, deadline: float, no_body: bool = False, stale_check: bool = False
 ) -> Response:
@@ -144,7 +123,7 @@ def _read_response(
         data = sock.recv(_RECV)
         if not data:
             if first and stale_check:
-                raise _StaleConnection("the server closed the connection before answering")
+                raise StaleConnection("the server closed the connection before answering")
             return parser.eof()
         first = False
         response = parser.feed(data)

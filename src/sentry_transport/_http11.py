@@ -34,6 +34,11 @@ class Response:
         return None
 
 
+class StaleConnection(ConnectionError):
+    """A reused keep-alive connection was closed by the server before any answer byte: the
+    request may be sent again once on a new connection."""
+
+
 def render_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in headers:

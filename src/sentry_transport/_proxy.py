@@ -14,6 +14,12 @@ from urllib.parse import unquote, urlsplit
 
 from ._dsn import Dsn
 from ._errors import DsnError
+from ._http11 import Response, render_head
+from ._request import Request
+
+
+class ProxyError(ConnectionError):
+    """The proxy refused to open a tunnel (a network error: the envelope may be retried)."""
 
 
 @dataclass(frozen=True)
@@ -88,3 +94,32 @@ def select(dsn: Dsn, environ: Mapping[str, str]) -> Proxy | None:
     if "://" not in url:
         url = "http://" + url
     return Proxy.parse(url)
+
+
+def request_head(request: Request, dsn: Dsn, proxy: Proxy | None) -> bytes:
+    """The request head: origin-form, or absolute-form with credentials through an http proxy
+    (an https DSN goes through a CONNECT tunnel, where the origin-form applies)."""
+    headers = list(request.headers)
+    target = request.target
+    if proxy is not None and dsn.scheme == "http":
+        target = request.url
+        auth = proxy.authorization()
+        if auth:
+            headers.append(("Proxy-Authorization", auth))
+    return render_head(request.method, target, headers)
+
+
+def tunnel_head(dsn: Dsn, proxy: Proxy) -> bytes:
+    """The ``CONNECT host:port`` request that opens a tunnel to the DSN's host."""
+    where = f"{dsn.host}:{dsn.effective_port}"
+    headers = [("Host", where)]
+    auth = proxy.authorization()
+    if auth:
+        headers.append(("Proxy-Authorization", auth))
+    return render_head("CONNECT", where, headers)
+
+
+def check_tunnel(dsn: Dsn, response: Response) -> None:
+    if not 200 <= response.status < 300:
+        where = f"{dsn.host}:{dsn.effective_port}"
+        raise ProxyError(f"proxy refused CONNECT {where}: HTTP {response.status}")

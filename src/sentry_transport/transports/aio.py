@@ -25,12 +25,12 @@ from collections import deque
 from typing import Any
 
 from .. import _proxy
-from .._blocking import NETWORK_ERRORS, ProxyError
+from .._blocking import NETWORK_ERRORS
 from .._dsn import Dsn
 from .._engine import Attempt, Job
 from .._envelope import Envelope
 from .._errors import ConfigurationError
-from .._http11 import Response, ResponseParser, render_head
+from .._http11 import Response, ResponseParser, StaleConnection
 from .._request import Request
 from .._tls import ssl_context
 from .._transport import EngineTransport
@@ -276,7 +276,7 @@ class _Connection:
         reused = self._writer is not None
         try:
             return await self._exchange(request)
-        except (ConnectionResetError, BrokenPipeError, _Stale):
+        except (ConnectionResetError, BrokenPipeError, StaleConnection):
             self.abort()
             if not reused:
                 raise
@@ -288,15 +288,8 @@ class _Connection:
             await asyncio.wait_for(self._connect(), self.timeout)
         reader, writer = self._reader, self._writer
         assert reader is not None and writer is not None
-        headers = list(request.headers)
-        target = request.target
-        if self.proxy is not None and self.dsn.scheme == "http":
-            target = request.url
-            auth = self.proxy.authorization()
-            if auth:
-                headers.append(("Proxy-Authorization", auth))
         try:
-            writer.write(render_head(request.method, target, headers))
+            writer.write(_proxy.request_head(request, self.dsn, self.proxy))
             writer.write(request.body)
             await asyncio.wait_for(writer.drain(), max(0.001, deadline - time.monotonic()))
             response = await _read_response(reader, deadline, stale_check=True)
@@ -334,26 +327,17 @@ class _Connection:
     async def _tunnel(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proxy: _proxy.Proxy
     ) -> None:
-        where = f"{self.dsn.host}:{self.dsn.effective_port}"
-        headers = [("Host", where)]
-        auth = proxy.authorization()
-        if auth:
-            headers.append(("Proxy-Authorization", auth))
-        writer.write(render_head("CONNECT", where, headers))
+        writer.write(_proxy.tunnel_head(self.dsn, proxy))
         await writer.drain()
         response = await _read_response(reader, time.monotonic() + self.timeout, no_body=True)
         if not 200 <= response.status < 300:
             writer.close()
-            raise ProxyError(f"proxy refused CONNECT {where}: HTTP {response.status}")
+        _proxy.check_tunnel(self.dsn, response)
 
     def abort(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.transport.abort()
-
-
-class _Stale(ConnectionError):
-    pass
 
 
 async def _read_response(
@@ -368,7 +352,7 @@ async def _read_response(
         data = await asyncio.wait_for(reader.read(65536), remaining)
         if not data:
             if first and stale_check:
-                raise _Stale("the server closed the connection before answering")
+                raise StaleConnection("the server closed the connection before answering")
             return parser.eof()
         first = False
         response = parser.feed(data)

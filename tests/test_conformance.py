@@ -566,3 +566,5 @@ def test_fork_child_starts_empty(make: Make, sink: Sink, backend: str) -> None:
     assert sorted(seen) == sorted([f"parent{i}" for i in range(6)] + ["child"])  # no repeats
     stats = settle(transport)
     assert stats["events"] == {"accepted": 6, "delivered": 6, "lost": 0}
+    # the child left the parent's connections alone (nothing timed out and was sent twice)
+    assert stats["network_errors"] == 0 and stats["retries"] == 0

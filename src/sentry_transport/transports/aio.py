@@ -65,7 +65,7 @@ class AsyncioTransport(EngineTransport):
         super()._after_fork()
         self._generation += 1
         for conn in self._connections:
-            conn.abort()  # closes the child's copy of the descriptor only
+            conn.forget()  # the child's copy of the socket only; the parent's loop untouched
         self._fresh_state()
         if self._loop is not _running_loop():
             self._loop = None  # its thread did not survive the fork: bind to the next loop
@@ -261,6 +261,9 @@ class AsyncioTransport(EngineTransport):
                 engine.on_response(attempt, response.status, response.headers, self.clock())
 
 
+_ORPHANS: list[asyncio.StreamWriter] = []  # a forked child's inherited streams, never finalized
+
+
 class _Connection:
     """One keep-alive HTTP/1.1 connection over asyncio streams (through a proxy if set)."""
 
@@ -338,6 +341,23 @@ class _Connection:
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.transport.abort()
+
+    def forget(self) -> None:
+        """In a forked child: close this process's descriptor without asyncio's help.
+
+        ``abort()`` would unregister the socket from the loop's epoll instance, which the
+        child shares with its parent: the parent's loop would stop hearing its own answers.
+        The stream objects are kept forever so that their finalizers never close the number
+        again (it may be reused by then).
+        """
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is None:
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                os.close(sock.fileno())
+        _ORPHANS.append(writer)
 
 
 async def _read_response(

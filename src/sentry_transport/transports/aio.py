@@ -46,6 +46,12 @@ class AsyncioTransport(EngineTransport):
     ) -> None:
         super().__init__(dsn, **options)
         self._context = ssl_context(self.options) if self.dsn.scheme == "https" else None
+        if (
+            self.dsn.scheme == "https"
+            and not hasattr(asyncio.StreamWriter, "start_tls")
+            and _proxy.select(self.dsn, os.environ) is not None
+        ):
+            raise ConfigurationError("https through a proxy needs Python 3.11+ with asyncio")
         if loop is None:
             with contextlib.suppress(RuntimeError):
                 loop = asyncio.get_running_loop()
@@ -318,12 +324,7 @@ class _Connection:
             reader, writer = await asyncio.open_connection(proxy.host, proxy.port, ssl=proxy_tls)
             if dsn.scheme == "https":
                 await self._tunnel(reader, writer, proxy)
-                if not hasattr(writer, "start_tls"):
-                    writer.close()
-                    raise ConfigurationError(
-                        "https through a proxy needs Python 3.11+ with asyncio"
-                    )
-                assert self.context is not None
+                assert self.context is not None  # 3.10 has no start_tls: refused in __init__
                 await writer.start_tls(self.context, server_hostname=dsn.hostname)
         self._reader, self._writer = reader, writer
 

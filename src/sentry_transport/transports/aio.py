@@ -325,7 +325,7 @@ class _Connection:
             if dsn.scheme == "https":
                 await self._tunnel(reader, writer, proxy)
                 assert self.context is not None  # 3.10 has no start_tls: refused in __init__
-                await writer.start_tls(self.context, server_hostname=dsn.hostname)
+                await writer.start_tls(self.context, server_hostname=dsn.hostname)  # type: ignore[attr-defined,unused-ignore]
         self._reader, self._writer = reader, writer
 
     async def _tunnel(

@@ -71,3 +71,18 @@ def test_large_event_is_prepared_off_the_loop(sentry_sink: Sink) -> None:
     worst_gap = asyncio.run(main())
     assert len(sentry_sink.envelopes) == 1
     assert worst_gap < 0.05  # encoding and gzip of ~2 MB ran in the executor
+
+
+def test_close_on_the_loop_thread_drains_in_the_background(sentry_sink: Sink) -> None:
+    async def main() -> tuple[float, dict[str, object]]:
+        transport = AsyncioTransport(sentry_sink.dsn)
+        transport.capture_event({"message": {"formatted": "closing"}})
+        started = time.monotonic()
+        transport.close(5)  # on its own loop: cannot wait, so it drains in a task
+        while transport._closing and time.monotonic() - started < 6:
+            await asyncio.sleep(0.01)
+        return time.monotonic() - started, transport.stats()
+
+    took, stats = asyncio.run(main())
+    assert took < 1  # the drain ended when the work did, not at the 5 s deadline
+    assert stats["events"] == {"accepted": 1, "delivered": 1, "lost": 0}

@@ -952,3 +952,56 @@ def test_should_add_connection() -> None:
     assert not should_add_connection(2, 0, 1, 0.0001, 16)  # fast server: CPU-bound, stay
     assert should_add_connection(2, 0, 1, 0.020, 16)  # slow server: latency-bound, grow
     assert should_add_connection(15, 0, 1, 0.020, 16)
+
+
+def test_flush_waits_one_more_round_for_the_report_of_its_losses() -> None:
+    engine = make()
+    engine.submit(event(), T0)
+    flush = engine.begin_flush()  # nothing lost yet: no report queued
+    assert not engine.flushed(flush)
+    engine.on_response(attempt_at(engine, T0), 500, {}, T0)  # the flush's job is lost
+    assert not engine.flushed(flush)  # its mark is done, but now there is a loss to report
+    report = attempt_at(engine, T0)
+    assert report.job.internal
+    assert report_in(sent(report)) == [{"reason": "send_error", "category": "error", "quantity": 1}]
+    assert not engine.flushed(flush)
+    engine.on_response(report, 200, {}, T0)
+    assert engine.flushed(flush)
+
+
+def test_flush_takes_one_report_round_only() -> None:
+    engine = make()
+    engine.record_lost("sample_rate", "error")
+    flush = engine.begin_flush()  # queues the report
+    report = attempt_at(engine, T0)
+    assert engine.on_error(report, ConnectionRefusedError(), T0) is None  # counts go back
+    assert ledger(engine) == {("sample_rate", "error"): 1}
+    assert not engine.flushed(flush)  # the one extra round: the report is queued again
+    again = attempt_at(engine, T0)
+    assert again.job.internal
+    assert engine.on_error(again, ConnectionRefusedError(), T0) is None
+    assert ledger(engine) == {("sample_rate", "error"): 1}
+    assert engine.flushed(flush)  # a failing server does not keep the flush busy
+    assert engine.flushed(flush)
+
+
+def test_limits_are_pruned_once_they_lift() -> None:
+    engine = make()
+    engine.submit(event(), T0)
+    engine.on_response(attempt_at(engine, T0), 200, {"X-Sentry-Rate-Limits": "10:error:org"}, T0)
+    assert dict(engine.limits.deadlines) == {"error": T0 + 10}
+    engine.submit(event(), T0 + 20)
+    engine.on_response(attempt_at(engine, T0 + 20), 200, {}, T0 + 20)
+    assert dict(engine.limits.deadlines) == {}
+
+
+def test_take_starts_a_given_job_ahead_of_the_queue() -> None:
+    engine = make()
+    first = engine.submit(event("first"), T0)
+    second = engine.submit(event("second"), T0)
+    assert first is not None and second is not None
+    assert engine.take(second)
+    assert not engine.take(second)  # no longer queued
+    snap = engine.snapshot(T0)
+    assert snap["queued"] == 1 and snap["in_flight"] == 1
+    assert take_job(engine, T0) is first

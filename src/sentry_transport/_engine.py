@@ -37,7 +37,8 @@ from ._request import Outcome, Request
 from ._retry import RetryPolicy
 from ._version import CLIENT
 
-EVENT_TYPES = frozenset({"event", "transaction"})
+EVENT_TYPES = frozenset({"event", "transaction"})  # items counted in stats()["events"]
+EVENT_CATEGORIES = frozenset({"error", "transaction"})  # ... and their categories when lost
 UNHEALTHY_AFTER_FAILURES = 3
 # Connections beyond BASE_CONNECTIONS only pay off when the server's latency, not the
 # client's CPU, is what limits: grow past it only while round trips take longer than this.
@@ -65,6 +66,14 @@ class Job:
 
 
 @dataclass(eq=False)
+class Flush:
+    """What a flush (or close) waits for: a mark, then one more round for a client report."""
+
+    mark: int
+    report_round: bool = True
+
+
+@dataclass(eq=False)
 class Attempt:
     job: Job
     request: Request
@@ -89,13 +98,27 @@ class Stats:
         self.consecutive_failures = 0
         self.last_error: str | None = None
 
+    def accept(self, items: list[Item]) -> None:
+        """An envelope with these items was handed in."""
+        events = _count_events(items)
+        with self.lock:
+            self.accepted += 1
+            self.events_accepted += events
+
+    def deliver(self, items: list[Item]) -> None:
+        """An envelope with these items was delivered."""
+        events = _count_events(items)
+        with self.lock:
+            self.delivered += 1
+            self.events_delivered += events
+
     def lose(self, reason: str, counted: list[tuple[str, int]], handed_in: bool = True) -> None:
         """Count a loss; ``handed_in`` is False for losses before the transport."""
         with self.lock:
             for category, quantity in counted:
                 key = (reason, category)
                 self.lost[key] = self.lost.get(key, 0) + quantity
-                if handed_in and category in ("error", "transaction"):
+                if handed_in and category in EVENT_CATEGORIES:
                     self.events_lost += quantity
 
     def snapshot(self) -> dict[str, Any]:
@@ -155,26 +178,31 @@ class Engine:
 
     # -- caller side --------------------------------------------------------------------------
 
-    def submit(self, envelope: Envelope, now: float) -> bool:
-        """Queue an envelope; False when it was counted lost instead (full queue, closed)."""
-        stats = self.stats
-        events = 0
-        size = 0
-        for item in envelope.items:
-            if item.headers.get("type") in EVENT_TYPES:
-                events += 1
-            size += item.size_hint()  # JSON not yet encoded: a bounded sampling estimate
-        with stats.lock:
-            stats.accepted += 1
-            stats.events_accepted += events
+    def submit(self, envelope: Envelope, now: float) -> Job | None:
+        """Queue an envelope; None when it was counted lost instead (full queue, closed)."""
+        self.stats.accept(envelope.items)
+        # JSON not yet encoded counts by a bounded sampling estimate of its size
+        size = sum(item.size_hint() for item in envelope.items)
         if (
             self.closed
             or len(self._ready) + len(self._delayed) >= self.options.queue_size
             or self._queued_bytes + size > self.options.queue_bytes
         ):
             self.lose("queue_overflow", envelope.items)
+            return None
+        job = Job(self._next_seq(), envelope, size)
+        self._enqueue(job)
+        return job
+
+    def take(self, job: Job) -> bool:
+        """Start this queued job now, ahead of the others (the sync transport sends the
+        caller's own envelope); False if it is no longer queued."""
+        try:
+            self._ready.remove(job)
+        except ValueError:
             return False
-        self._enqueue(Job(self._next_seq(), envelope, size))
+        self._queued_bytes -= job.size
+        self._in_flight += 1
         return True
 
     def request_report(self) -> None:
@@ -278,7 +306,7 @@ class Engine:
         return Attempt(job, request, items, report)
 
     def on_response(self, attempt: Attempt, status: int, headers: Headers, now: float) -> Outcome:
-        self.limits = self.limits.update(status, headers, now)
+        self.limits = self.limits.update(status, headers, now).pruned(now)
         outcome = _request.classify(status)
         stats = self.stats
         with stats.lock:
@@ -286,11 +314,8 @@ class Engine:
             if outcome is not Outcome.DELIVERED:
                 stats.last_error = f"HTTP {status}"
         if outcome is Outcome.DELIVERED:
-            if attempt.items:
-                events = sum(1 for i in attempt.items if i.headers.get("type") in EVENT_TYPES)
-                with stats.lock:
-                    stats.delivered += 1
-                    stats.events_delivered += events
+            if attempt.items:  # not for an engine-made client-report-only envelope
+                stats.deliver(attempt.items)
         elif outcome is Outcome.RATE_LIMITED:
             self.lose("ratelimit_backoff", attempt.items, report=False)
         else:
@@ -343,13 +368,23 @@ class Engine:
         """A flush mark: everything submitted so far."""
         return self._seq
 
-    # A flush waits for its mark, then once more for a client report of what that cost.
-    FLUSH_ROUNDS = 2
-
-    def flush_mark(self) -> int:
-        """Queue pending client reports, then mark: what a flush round waits for."""
+    def begin_flush(self) -> Flush:
+        """Queue pending client reports and mark everything submitted so far."""
         self.request_report()
-        return self._seq
+        return Flush(self._seq)
+
+    def flushed(self, flush: Flush) -> bool:
+        """Whether a flush is over. When its mark is done and that cost losses, it queues
+        their client report and waits for it too: one round only, so a server that keeps
+        failing (a failed report's counts go back to the ledger) cannot keep a flush busy.
+        """
+        if not self.done(flush.mark):
+            return False
+        if flush.report_round and self.reports and self.options.send_client_reports:
+            flush.report_round = False
+            flush.mark = self.begin_flush().mark
+            return self.done(flush.mark)
+        return True
 
     def done(self, mark: int) -> bool:
         """Whether every job up to ``mark`` is delivered or counted lost."""
@@ -424,3 +459,7 @@ class Engine:
     def _enqueue(self, job: Job) -> None:
         self._ready.append(job)
         self._queued_bytes += job.size
+
+
+def _count_events(items: list[Item]) -> int:
+    return sum(1 for item in items if item.headers.get("type") in EVENT_TYPES)

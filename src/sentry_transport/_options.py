@@ -148,7 +148,7 @@ class TransportOptions:
 
     @classmethod
     def describe(cls) -> dict[str, str]:
-        """Option name -> one line of help, for error messages and the CLI."""
+        """Option name -> one line of help (for tools that list the options)."""
         return {name: spec.help for name, spec in _SPECS.items()}
 
     @classmethod

@@ -24,7 +24,7 @@ from typing import Any
 from ._categories import outcomes
 from ._client_reports import check_reason
 from ._dsn import Dsn
-from ._engine import EVENT_TYPES, Engine, Stats
+from ._engine import Engine, Stats
 from ._envelope import Envelope
 
 
@@ -79,10 +79,7 @@ class FunctionTransport(Transport):
 
     def capture_envelope(self, envelope: Envelope) -> None:
         stats = self._stats
-        events = sum(1 for i in envelope.items if i.headers.get("type") in EVENT_TYPES)
-        with stats.lock:
-            stats.accepted += 1
-            stats.events_accepted += events
+        stats.accept(envelope.items)
         if self._closed:
             self._lose("queue_overflow", envelope)
             return
@@ -93,9 +90,7 @@ class FunctionTransport(Transport):
                 stats.last_error = f"{type(exc).__name__}: {exc}"
             self._lose("send_error", envelope)
             return
-        with stats.lock:
-            stats.delivered += 1
-            stats.events_delivered += events
+        stats.deliver(envelope.items)
 
     def _lose(self, reason: str, envelope: Envelope) -> None:
         self._stats.lose(reason, [o for item in envelope.items for o in outcomes(item)])

@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from ._compress import decompress
@@ -351,6 +351,8 @@ def _format_host(host: str) -> str:
 
 # -- the server thread -----------------------------------------------------------------------
 
+_S = TypeVar("_S", bound="_ServerThread")
+
 
 class _ServerThread:
     """An asyncio server in a daemon thread: start(), stop(), context manager, port."""
@@ -382,7 +384,7 @@ class _ServerThread:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> Any:
+    def start(self: _S) -> _S:
         """Start serving (idempotent); the port is bound when this returns.
 
         After stop(), start() binds the same port again, so a DSN stays valid.
@@ -423,7 +425,7 @@ class _ServerThread:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 loop.call_soon_threadsafe(event.set)
 
-    def __enter__(self) -> Any:
+    def __enter__(self: _S) -> _S:
         return self.start()
 
     def __exit__(
@@ -588,13 +590,6 @@ class Sink(_ServerThread):
         self._generation = 0
         self._observer: Callable[[Received], None] | None = None  # called when finished
         self._keep = True  # False: record nothing (the command line, which only prints)
-
-    def start(self) -> Sink:
-        started: Sink = super().start()
-        return started
-
-    def __enter__(self) -> Sink:
-        return self.start()
 
     def __repr__(self) -> str:
         where = self.url if self._port is not None else "not started"
@@ -956,13 +951,6 @@ class Proxy(_ServerThread):
         self.require_auth = require_auth
         self._seen: list[str] = []
         self._auth: list[str | None] = []
-
-    def start(self) -> Proxy:
-        started: Proxy = super().start()
-        return started
-
-    def __enter__(self) -> Proxy:
-        return self.start()
 
     def __repr__(self) -> str:
         where = self.url if self._port is not None else "not started"

@@ -27,7 +27,7 @@ from typing import Any
 from .. import _proxy
 from .._blocking import NETWORK_ERRORS
 from .._dsn import Dsn
-from .._engine import Attempt, Job
+from .._engine import Attempt, Flush, Job
 from .._envelope import Envelope
 from .._errors import ConfigurationError
 from .._http11 import Response, ResponseParser, StaleConnection
@@ -61,6 +61,7 @@ class AsyncioTransport(EngineTransport):
 
     def _fresh_state(self) -> None:
         self._workers: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[None]] = set()
         self._waiters: deque[asyncio.Future[None]] = deque()  # idle workers
         self._progress: list[asyncio.Future[None]] = []  # aflush/aclose waiting
         self._connections: set[_Connection] = set()
@@ -104,13 +105,9 @@ class AsyncioTransport(EngineTransport):
     async def aflush(self, timeout: float | None = None) -> bool:
         deadline = time.monotonic() + self._timeout(timeout)
         self._bind()
-        for _ in range(self.engine.FLUSH_ROUNDS):
-            with self._lock:
-                mark = self.engine.flush_mark()
-            self._wake_one()
-            if not await self._wait(mark, deadline):
-                return False
-        return True
+        with self._lock:
+            flush = self.engine.begin_flush()
+        return await self._wait(flush, deadline)
 
     async def aclose(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + self._timeout(timeout)
@@ -119,12 +116,8 @@ class AsyncioTransport(EngineTransport):
             if self._stopping:
                 return
             self.engine.close()
-        for _ in range(self.engine.FLUSH_ROUNDS):
-            with self._lock:
-                mark = self.engine.flush_mark()
-            self._wake_one()
-            if not await self._wait(mark, deadline):
-                break
+            flush = self.engine.begin_flush()
+        await self._wait(flush, deadline)
         with self._lock:
             self.engine.abandon()
         self._stopping = True
@@ -137,12 +130,9 @@ class AsyncioTransport(EngineTransport):
 
     def flush(self, timeout: float | None = None) -> bool:
         loop = self._loop
-        if loop is None or loop.is_closed():
-            with self._lock:
-                return self.engine.done(self.engine.mark())
-        if _running_loop() is loop:
-            with self._lock:
-                return self.engine.done(self.engine.flush_mark())
+        if loop is None or loop.is_closed() or _running_loop() is loop:
+            with self._lock:  # no loop to wait on, or it is ours: answer without waiting
+                return self.engine.flushed(self.engine.begin_flush())
         seconds = self._timeout(timeout)
         future = asyncio.run_coroutine_threadsafe(self.aflush(seconds), loop)
         try:
@@ -164,8 +154,8 @@ class AsyncioTransport(EngineTransport):
             with self._lock:
                 self.engine.close()
             task = loop.create_task(self.aclose(seconds))
-            self._workers.add(task)
-            task.add_done_callback(self._workers.discard)
+            self._closing.add(task)  # a reference until done; not a worker aclose waits for
+            task.add_done_callback(self._closing.discard)
             return
         future = asyncio.run_coroutine_threadsafe(self.aclose(seconds), loop)
         with contextlib.suppress(Exception):
@@ -190,12 +180,13 @@ class AsyncioTransport(EngineTransport):
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
 
-    async def _wait(self, mark: int, deadline: float) -> bool:
+    async def _wait(self, flush: Flush, deadline: float) -> bool:
         loop = asyncio.get_running_loop()
         while True:
             with self._lock:
-                if self.engine.done(mark):
+                if self.engine.flushed(flush):
                     return True
+            self._wake_one()  # there is work (a report may just have been queued)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False

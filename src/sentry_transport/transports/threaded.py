@@ -31,7 +31,7 @@ from typing import Any
 
 from .._blocking import Connection, deliver
 from .._dsn import Dsn
-from .._engine import Job, should_add_connection
+from .._engine import Flush, Job, should_add_connection
 from .._envelope import Envelope
 from .._tls import ssl_context
 from .._transport import EngineTransport
@@ -81,10 +81,7 @@ class ThreadedTransport(EngineTransport):
         deadline = time.monotonic() + self._timeout(timeout)
         with self._lock:
             self._drain()
-            for _ in range(self.engine.FLUSH_ROUNDS):
-                if not self._wait(self.engine.flush_mark(), deadline):
-                    return False
-            return True
+            return self._wait(self.engine.begin_flush(), deadline)
 
     def close(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + self._timeout(timeout)
@@ -93,9 +90,7 @@ class ThreadedTransport(EngineTransport):
                 return
             self._drain()
             self.engine.close()
-            for _ in range(self.engine.FLUSH_ROUNDS):
-                if not self._wait(self.engine.flush_mark(), deadline):
-                    break
+            self._wait(self.engine.begin_flush(), deadline)
             self.engine.abandon()
             self._stopping = True
             self._work.notify_all()
@@ -134,14 +129,14 @@ class ThreadedTransport(EngineTransport):
                     item.payload  # noqa: B018
             engine.submit(envelope, now)
 
-    def _wait(self, mark: int, deadline: float) -> bool:
-        """Under the lock: wait until ``mark`` is done or the deadline passes."""
-        if not self.engine.done(mark):
-            if self._idle:
-                self._work.notify_all()
-            elif not self._workers and not self._stopping:
-                self._start_worker()
-        while not self.engine.done(mark):
+    def _wait(self, flush: Flush, deadline: float) -> bool:
+        """Under the lock: wait until the flush is over or the deadline passes."""
+        while not self.engine.flushed(flush):
+            if self.engine.queued:  # work for the workers (a report may just have been queued)
+                if self._idle:
+                    self._work.notify_all()
+                elif not self._workers and not self._stopping:
+                    self._start_worker()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False

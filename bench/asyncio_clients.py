@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from sentry_transport import Dsn, Envelope
-from sentry_transport._request import build
+from sentry_transport.core.request import build
 from sentry_transport.transports.aio import _Connection  # the transport's own connection
 
 CONCURRENCY = 16

@@ -35,7 +35,7 @@ from sentry_sdk.transport import HttpTransport
 
 import sentry_transport
 from sentry_transport import Envelope, TransportOptions, make_transport
-from sentry_transport._compress import DEFAULT_LEVELS
+from sentry_transport.core.compress import DEFAULT_LEVELS
 
 FLUSH_TIMEOUT = 30.0
 SINK_START_TIMEOUT = 15.0

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 from events import large_event
 
-from sentry_transport import _compress
-from sentry_transport._envelope import dumps
+from sentry_transport.core import compress as _compress
+from sentry_transport.core.envelope import dumps
 
 CANDIDATES = [("gzip", 1), ("gzip", 3), ("gzip", 6), ("gzip", 9), ("br", 4), ("zstd", 3)]
 DEFAULTS = "sentry-transport default: gzip 3; sentry_sdk 2.x default: br 4 with brotli, else gzip 9"

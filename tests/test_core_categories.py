@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from sentry_transport import Envelope, Item
-from sentry_transport import _limits as limits
-from sentry_transport._categories import (
+from sentry_transport.core import limits as limits
+from sentry_transport.core.categories import (
     KNOWN_CATEGORIES,
     UI_PLATFORMS,
     limit_categories,

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from sentry_transport import REASONS, ClientReportLedger
-from sentry_transport._client_reports import (
+from sentry_transport.core.client_reports import (
     check_reason,
     nested,
     report_item,

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentry_transport import Dsn, Envelope, Item
-from sentry_transport import _compress as compress
-from sentry_transport import _limits as limits
-from sentry_transport._engine import Attempt, Engine, Job
-from sentry_transport._request import Outcome
+from sentry_transport.core import compress as compress
+from sentry_transport.core import limits as limits
+from sentry_transport.core.engine import Attempt, Engine, Job
+from sentry_transport.core.request import Outcome
 
 DSN = "https://public@ingest.example/42"
 T0 = 1_000.0
@@ -941,7 +941,7 @@ def test_abandon_does_not_count_an_already_dropped_item_again() -> None:
 
 
 def test_should_add_connection() -> None:
-    from sentry_transport._engine import should_add_connection
+    from sentry_transport.core.engine import should_add_connection
 
     # no backlog, an idle worker, or the limit reached: never
     assert not should_add_connection(1, 0, 0, 1.0, 16)

@@ -20,11 +20,11 @@ from sentry_transport import (
     MissingDependencyError,
     RetryPolicy,
 )
-from sentry_transport import _compress as compression
-from sentry_transport import _http11 as http11
-from sentry_transport import _proxy as proxy
-from sentry_transport import _request as request
-from sentry_transport._version import CLIENT
+from sentry_transport.core import compress as compression
+from sentry_transport.core import http11 as http11
+from sentry_transport.core import proxy as proxy
+from sentry_transport.core import request as request
+from sentry_transport.core.version import CLIENT
 
 NOW = 1_700_000_000.0
 

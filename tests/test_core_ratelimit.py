@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentry_transport import Item, RateLimits
-from sentry_transport._ratelimit import (
+from sentry_transport.core.ratelimit import (
     ALL,
     DEFAULT_RETRY_AFTER,
     header,

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from sentry_transport import Envelope, Item
-from sentry_transport._compress import compress
+from sentry_transport.core.compress import compress
 from sentry_transport.testing import (
     MAX_HEAD,
     Close,

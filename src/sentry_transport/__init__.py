@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._client_reports import REASONS, ClientReportLedger
-from ._dsn import Dsn
-from ._envelope import Envelope, Item
-from ._errors import (
+from ._factory import make_transport
+from ._transport import EngineTransport, FunctionTransport, Transport
+from .core.client_reports import REASONS, ClientReportLedger
+from .core.dsn import Dsn
+from .core.envelope import Envelope, Item
+from .core.errors import (
     ConfigurationError,
     DsnError,
     EnvelopeError,
@@ -20,12 +22,10 @@ from ._errors import (
     ProtocolError,
     SentryTransportError,
 )
-from ._factory import make_transport
-from ._options import TransportOptions
-from ._ratelimit import RateLimits
-from ._retry import RetryPolicy
-from ._transport import EngineTransport, FunctionTransport, Transport
-from ._version import VERSION
+from .core.options import TransportOptions
+from .core.ratelimit import RateLimits
+from .core.retry import RetryPolicy
+from .core.version import VERSION
 
 if TYPE_CHECKING:
     from .transports.aio import AsyncioTransport

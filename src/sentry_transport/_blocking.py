@@ -17,12 +17,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import _proxy
-from ._dsn import Dsn
-from ._engine import Engine, Job
-from ._errors import HttpProtocolError
-from ._http11 import Response, ResponseParser, StaleConnection
-from ._request import Request
+from .core import proxy as _proxy
+from .core.dsn import Dsn
+from .core.engine import Engine, Job
+from .core.errors import HttpProtocolError
+from .core.http11 import Response, ResponseParser, StaleConnection
+from .core.request import Request
 
 NETWORK_ERRORS = (OSError, HttpProtocolError)  # ssl.SSLError and socket.timeout are OSErrors
 _RECV = 65536

@@ -17,9 +17,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._dsn import Dsn
-from ._errors import ConfigurationError, SentryTransportError
 from ._factory import BACKENDS, make_transport
+from .core.dsn import Dsn
+from .core.errors import ConfigurationError, SentryTransportError
 
 
 def _event(i: int) -> dict[str, Any]:

@@ -12,9 +12,9 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from ._dsn import Dsn
-from ._errors import ConfigurationError, DsnError
 from ._transport import FunctionTransport, Transport
+from .core.dsn import Dsn
+from .core.errors import ConfigurationError, DsnError
 
 DEFAULT_BACKEND = "threaded"
 

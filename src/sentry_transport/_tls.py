@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import ssl
 
-from ._errors import ConfigurationError
-from ._options import TransportOptions
+from .core.errors import ConfigurationError
+from .core.options import TransportOptions
 
 
 def ssl_context(options: TransportOptions) -> ssl.SSLContext:

@@ -21,11 +21,11 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._categories import outcomes
-from ._client_reports import check_reason
-from ._dsn import Dsn
-from ._engine import Engine, Stats
-from ._envelope import Envelope
+from .core.categories import outcomes
+from .core.client_reports import check_reason
+from .core.dsn import Dsn
+from .core.engine import Engine, Stats
+from .core.envelope import Envelope
 
 
 class Transport(abc.ABC):

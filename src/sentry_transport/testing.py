@@ -46,8 +46,8 @@ from types import TracebackType
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from ._compress import decompress
-from ._envelope import Envelope
+from .core.compress import decompress
+from .core.envelope import Envelope
 
 try:
     import pytest

@@ -24,16 +24,16 @@ import time
 from collections import deque
 from typing import Any
 
-from .. import _proxy
 from .._blocking import NETWORK_ERRORS
-from .._dsn import Dsn
-from .._engine import Attempt, Flush, Job
-from .._envelope import Envelope
-from .._errors import ConfigurationError
-from .._http11 import Response, ResponseParser, StaleConnection
-from .._request import Request
 from .._tls import ssl_context
 from .._transport import EngineTransport
+from ..core import proxy as _proxy
+from ..core.dsn import Dsn
+from ..core.engine import Attempt, Flush, Job
+from ..core.envelope import Envelope
+from ..core.errors import ConfigurationError
+from ..core.http11 import Response, ResponseParser, StaleConnection
+from ..core.request import Request
 
 INLINE_PREPARE_BYTES = 16 * 1024  # smaller jobs are encoded and compressed on the loop
 

@@ -12,11 +12,11 @@ import time
 from typing import Any
 
 from .._blocking import Connection, deliver
-from .._dsn import Dsn
-from .._engine import Flush, Job
-from .._envelope import Envelope
 from .._tls import ssl_context
 from .._transport import EngineTransport
+from ..core.dsn import Dsn
+from ..core.engine import Flush, Job
+from ..core.envelope import Envelope
 
 
 class SyncTransport(EngineTransport):

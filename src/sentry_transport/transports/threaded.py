@@ -30,11 +30,11 @@ from collections import deque
 from typing import Any
 
 from .._blocking import Connection, deliver
-from .._dsn import Dsn
-from .._engine import Flush, Job, should_add_connection
-from .._envelope import Envelope
 from .._tls import ssl_context
 from .._transport import EngineTransport
+from ..core.dsn import Dsn
+from ..core.engine import Flush, Job, should_add_connection
+from ..core.envelope import Envelope
 
 
 class ThreadedTransport(EngineTransport):

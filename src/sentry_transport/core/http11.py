@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._errors import HttpProtocolError
+from .errors import HttpProtocolError
 
 MAX_HEAD = 64 * 1024
 MAX_KEPT_BODY = 64 * 1024

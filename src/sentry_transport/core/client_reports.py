@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._envelope import Item
+from .envelope import Item
 
 REASONS = frozenset(
     {

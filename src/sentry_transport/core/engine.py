@@ -27,15 +27,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _compress, _limits, _request
-from ._categories import outcomes
-from ._client_reports import ClientReportLedger, check_reason, nested, report_item
-from ._dsn import Dsn
-from ._envelope import Envelope, Item
-from ._ratelimit import ALL, Headers, RateLimits
-from ._request import Outcome, Request
-from ._retry import RetryPolicy
-from ._version import CLIENT
+from . import compress as _compress
+from . import limits as _limits
+from . import request as _request
+from .categories import outcomes
+from .client_reports import ClientReportLedger, check_reason, nested, report_item
+from .dsn import Dsn
+from .envelope import Envelope, Item
+from .ratelimit import ALL, Headers, RateLimits
+from .request import Outcome, Request
+from .retry import RetryPolicy
+from .version import CLIENT
 
 EVENT_TYPES = frozenset({"event", "transaction"})  # items counted in stats()["events"]
 EVENT_CATEGORIES = frozenset({"error", "transaction"})  # ... and their categories when lost

@@ -12,10 +12,10 @@ import enum
 import time
 from dataclasses import dataclass
 
-from . import _compress
-from ._dsn import Dsn
-from ._envelope import Envelope
-from ._version import CLIENT
+from . import compress as _compress
+from .dsn import Dsn
+from .envelope import Envelope
+from .version import CLIENT
 
 
 class Outcome(enum.Enum):

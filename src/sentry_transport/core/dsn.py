@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ._errors import DsnError
-from ._options import TransportOptions
+from .errors import DsnError
+from .options import TransportOptions
 
 SCHEMES = ("http", "https")
 _BACKEND = re.compile(r"^[a-z][a-z0-9_]*(\+[a-z][a-z0-9_]*)*$")

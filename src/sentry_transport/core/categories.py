@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._envelope import Item
+from .envelope import Item
 
 # Categories a server may name in X-Sentry-Rate-Limits that this client acts on.
 KNOWN_CATEGORIES = frozenset(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import DsnError
+from .errors import DsnError
 
 COMPRESSIONS = ("gzip", "deflate", "br", "zstd", "none", "auto")
 

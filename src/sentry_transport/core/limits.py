@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._envelope import Envelope, Item
+from .envelope import Envelope, Item
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from typing import IO, Any
 
-from ._errors import EnvelopeError
+from .errors import EnvelopeError
 
 _MAX_LENGTH = 2**32 - 1
 _NO_JSON = object()

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable
 from functools import cache
 
-from ._errors import MissingDependencyError
+from .errors import MissingDependencyError
 
 DEFAULT_LEVELS = {"gzip": 3, "deflate": 3, "br": 4, "zstd": 3}
 _PREFERENCE = ("br", "gzip")  # what "auto" picks, best first, among available encodings

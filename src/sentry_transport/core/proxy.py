@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from ._dsn import Dsn
-from ._errors import DsnError
-from ._http11 import Response, render_head
-from ._request import Request
+from .dsn import Dsn
+from .errors import DsnError
+from .http11 import Response, render_head
+from .request import Request
 
 
 class ProxyError(ConnectionError):

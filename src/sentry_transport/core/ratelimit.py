@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 
-from ._categories import KNOWN_CATEGORIES, limit_categories
-from ._envelope import Item
+from .categories import KNOWN_CATEGORIES, limit_categories
+from .envelope import Item
 
 DEFAULT_RETRY_AFTER = 60.0
 ALL = "*"  # the key under which a limit on every category is kept

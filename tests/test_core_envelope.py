@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sentry_transport import Envelope, EnvelopeError, Item, ProtocolError
+from sentry_transport.core.envelope import _READ_CHUNK
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "envelopes"
 TRUNCATED = frozenset(
@@ -540,6 +541,74 @@ def test_error_deeply_nested_header() -> None:
 def test_error_huge_integer_in_header() -> None:
     with pytest.raises(EnvelopeError):
         parse(b'{"a":' + b"1" * 10_000 + b"}")
+
+
+class AskingPipe(io.RawIOBase):
+    """A pipe-like raw stream that records how many bytes each read asked for."""
+
+    def __init__(self, data: bytes) -> None:
+        self._inner = io.BytesIO(data)
+        self.asked: list[int] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self.asked.append(len(buffer))
+        chunk = self._inner.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+class AskingFile:
+    """Just ``read``/``readline``/``seekable``, recording every size given to ``read``."""
+
+    def __init__(self, data: bytes) -> None:
+        self._inner = io.BytesIO(data)
+        self.asked: list[int] = []
+
+    def seekable(self) -> bool:
+        return False
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._inner.readline(size)
+
+    def read(self, size: int = -1) -> bytes:
+        self.asked.append(size)
+        return self._inner.read(size)
+
+
+HUGE_CLAIM = b'{}\n{"type":"attachment","length":4294967295}\n'
+
+
+def test_a_huge_length_claim_on_a_pipe_reserves_only_bounded_reads() -> None:
+    pipe = AskingPipe(HUGE_CLAIM + b"only this")
+    with pytest.raises(EnvelopeError) as caught:
+        Envelope.deserialize_from(io.BufferedReader(pipe))
+    assert caught.value.offset == len(HUGE_CLAIM)
+    assert "4294967295 payload bytes but only 9 remain" in str(caught.value)
+    assert pipe.asked and max(pipe.asked) <= _READ_CHUNK
+
+    plain = AskingFile(HUGE_CLAIM + b"only this")
+    with pytest.raises(EnvelopeError) as caught:
+        Envelope.deserialize_from(plain)  # type: ignore[arg-type]
+    assert caught.value.offset == len(HUGE_CLAIM)
+    assert max(plain.asked) <= _READ_CHUNK
+
+
+def test_a_payload_larger_than_one_read_arrives_whole() -> None:
+    payload = bytes(range(256)) * (5 * 4096 + 3)  # a little over 5 MiB
+    envelope = Envelope.for_event({"m": "x"}, [Item.attachment(payload, "big.bin")])
+    data = envelope.serialize()
+    pipe = AskingPipe(data)
+    same(Envelope.deserialize_from(io.BufferedReader(pipe)), envelope)
+    assert max(pipe.asked) <= _READ_CHUNK
+    plain = AskingFile(data)
+    same(Envelope.deserialize_from(plain), envelope)  # type: ignore[arg-type]
+    assert max(plain.asked) <= _READ_CHUNK
+    with pytest.raises(EnvelopeError) as caught:
+        Envelope.deserialize_from(AskingFile(data[:-1000]))  # type: ignore[arg-type]
+    assert caught.value.offset == len(data) - len(payload)
 
 
 # -- properties --------------------------------------------------------------------------------

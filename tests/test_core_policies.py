@@ -183,6 +183,74 @@ def test_decompress_identity_and_unknown() -> None:
         compression.decompress(b"abc", "compress")
 
 
+LARGE = BODY * 3 + bytes(3 * 1024 * 1024)  # more than one output step of a limited decode
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
+def test_decompress_with_a_limit_stops_just_past_it(encoding: str) -> None:
+    if encoding not in compression.available():
+        pytest.skip(f"no {encoding} library installed")
+    packed = compression.compress(LARGE, encoding)
+    assert compression.decompress(packed, encoding, len(LARGE)) == LARGE
+    for limit in (len(LARGE) - 1, 1000, 0):
+        with pytest.raises(compression.DecompressionLimitError) as caught:
+            compression.decompress(packed, encoding, limit)
+        assert isinstance(caught.value, ValueError)
+        assert caught.value.limit == limit
+        assert str(caught.value) == f"{encoding} body decodes to more than {limit} bytes"
+    assert compression.decompress(compression.compress(b"", encoding), encoding, 0) == b""
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
+def test_decompress_with_a_limit_still_rejects_bad_data(encoding: str) -> None:
+    if encoding not in compression.available():
+        pytest.skip(f"no {encoding} library installed")
+    with pytest.raises(ValueError) as caught:
+        compression.decompress(b"definitely not compressed \x00\xff", encoding, 1 << 20)
+    assert not isinstance(caught.value, compression.DecompressionLimitError)
+    if encoding != "zstd":  # zstandard's stream reader hands back a cut frame's output as is
+        packed = compression.compress(LARGE, encoding)
+        with pytest.raises(ValueError, match=f"cannot decode {encoding} body"):
+            compression.decompress(packed[: len(packed) // 2], encoding, 1 << 30)
+
+
+def test_decompress_with_a_limit_handles_raw_deflate_and_identity() -> None:
+    raw = zlib.compressobj(6, zlib.DEFLATED, -15)
+    raw_deflate = raw.compress(LARGE) + raw.flush()
+    assert compression.decompress(raw_deflate, "deflate", len(LARGE)) == LARGE
+    with pytest.raises(compression.DecompressionLimitError):
+        compression.decompress(raw_deflate, "deflate", len(LARGE) - 1)
+    assert compression.decompress(b"abc", "identity", 3) == b"abc"
+    with pytest.raises(compression.DecompressionLimitError, match="identity body"):
+        compression.decompress(b"abc", "", 2)
+
+
+def test_decompress_with_a_limit_on_brotli_without_an_output_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    brotli = pytest.importorskip("brotli")
+    real = brotli.Decompressor
+    fed: list[int] = []
+
+    class OldDecompressor:  # the interface of brotli before 1.2: no output_buffer_limit
+        def __init__(self) -> None:
+            self._inner = real()
+
+        def process(self, data: bytes) -> bytes:
+            fed.append(len(data))
+            return bytes(self._inner.process(data))
+
+        def is_finished(self) -> bool:
+            return bool(self._inner.is_finished())
+
+    monkeypatch.setattr(brotli, "Decompressor", OldDecompressor)
+    packed = compression.compress(LARGE, "br")
+    assert compression.decompress(packed, "br", len(LARGE)) == LARGE
+    with pytest.raises(compression.DecompressionLimitError):
+        compression.decompress(packed, "br", len(LARGE) - 1)
+    assert 0 < max(fed) <= 16  # fed in small pieces, since one call's output is not capped
+
+
 # -- request building --------------------------------------------------------------------------
 
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import functools
+import gzip
 import http.client
 import json
+import re
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 
+import sentry_transport.testing.sink as sink_module
 from sentry_transport import Envelope, Item
-from sentry_transport.core.compress import compress
+from sentry_transport.core.compress import compress, decompress
 from sentry_transport.testing import (
+    MAX_DECOMPRESSED,
     MAX_HEAD,
     Close,
     Hang,
@@ -27,6 +34,7 @@ from sentry_transport.testing import (
     Respond,
     Sink,
 )
+from sentry_transport.testing._decoding import INLINE_LIMIT, Decoded, decode
 
 pytestmark = pytest.mark.network
 
@@ -543,6 +551,164 @@ def test_client_vanishing_mid_body_is_recorded(sink: Sink) -> None:
     assert "50 bytes" in (sink.requests[0].error or "")
 
 
+# -- hostile bodies --------------------------------------------------------------------------
+
+MiB = 1024 * 1024
+BOMB_SIZE = 1024 * MiB  # what each bomb below expands to
+GZIP = {"Content-Encoding": "gzip"}
+
+
+@functools.cache
+def zero_bomb(encoding: str, size: int = BOMB_SIZE) -> bytes:
+    """``size`` zero bytes (whole MiB) compressed with ``encoding``, built without holding them.
+
+    gzip and raw deflate repeat one flushed block: after Z_FULL_FLUSH the compressor starts
+    afresh, so every further MiB of zeros compresses to the same bytes. br and zstd stream
+    the zeros through their compressors a MiB at a time.
+    """
+    block = bytes(MiB)
+    count = size // MiB
+    if encoding in ("gzip", "deflate"):
+        wbits = 31 if encoding == "gzip" else -15
+        packer = zlib.compressobj(9, zlib.DEFLATED, wbits)
+        first = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
+        again = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
+        end = packer.flush()  # the last block, then (gzip) a trailer for 2 MiB
+        if encoding == "gzip":
+            crc = 0
+            for _ in range(count):
+                crc = zlib.crc32(block, crc)
+            end = end[:-8] + struct.pack("<II", crc, size & 0xFFFFFFFF)
+        return first + again * (count - 1) + end
+    if encoding == "br":
+        brotli = pytest.importorskip("brotli")
+        compressor = brotli.Compressor(quality=1)
+        parts = [compressor.process(block) for _ in range(count)]
+        return b"".join([*parts, compressor.finish()])
+    zstandard = pytest.importorskip("zstandard")
+    stream = zstandard.ZstdCompressor(level=1).compressobj()
+    parts = [stream.compress(block) for _ in range(count)]
+    return b"".join([*parts, stream.flush()])
+
+
+def test_zero_bomb_helper_builds_valid_streams() -> None:
+    for encoding in ("gzip", "deflate", "br", "zstd"):
+        assert decompress(zero_bomb(encoding, 3 * MiB), encoding) == bytes(3 * MiB), encoding
+    assert gzip.decompress(zero_bomb("gzip", 3 * MiB)) == bytes(3 * MiB)  # CRC and size
+
+
+def rss_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        match = re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.MULTILINE)
+    assert match, field
+    return int(match.group(1))
+
+
+def reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # Linux: VmHWM starts again from the current RSS
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
+def test_decompression_bomb_is_refused_413_quickly_with_bounded_memory(encoding: str) -> None:
+    bomb = zero_bomb(encoding)
+    assert len(bomb) < 2 * MiB
+    limit = 8 * MiB  # above what the loop decodes itself, so the worker thread is used
+    measure = sys.platform == "linux" and reset_peak_rss()
+    before = rss_kib("VmRSS") if measure else 0
+    with Sink(max_decompressed=limit) as sink:
+        conn = connect(sink)
+        try:
+            started = time.monotonic()
+            status, _, body = post(conn, bomb, {"Content-Encoding": encoding})
+            elapsed = time.monotonic() - started
+            assert status == 413
+            assert (
+                json.loads(body)["detail"] == f"{encoding} body decodes to more than {limit} bytes"
+            )
+            # the body was read whole, so the connection goes on serving
+            assert post(conn, make_envelope().serialize())[0] == 200
+        finally:
+            conn.close()
+        first, second = sink.requests
+    assert elapsed < 5.0  # bounded work; expanding the whole GiB takes seconds and a GiB
+    assert (first.status, first.decoded, first.envelope) == (413, None, None)
+    assert first.body == bomb
+    assert first.error == f"{encoding} body decodes to more than {limit} bytes"
+    assert second.status == 200 and len(sink.envelopes) == 1
+    if measure:
+        grown = (rss_kib("VmHWM") - before) * 1024
+        assert grown < 64 * MiB, f"peak RSS grew by {grown // MiB} MiB"
+
+
+def test_default_decompressed_limit_is_relays() -> None:
+    assert 200 * MiB == MAX_DECOMPRESSED
+    assert Sink().max_decompressed == MAX_DECOMPRESSED
+    with pytest.raises(ValueError, match="max_decompressed"):
+        Sink(max_decompressed=-1)
+
+
+def test_limit_applies_to_plain_bodies_and_to_each_coding() -> None:
+    small = make_envelope().serialize()
+    big = make_envelope("x" * 3000).serialize()
+    with Sink(max_decompressed=len(big) - 1) as sink:
+        assert post_once(sink, small)[0] == 200
+        status, _, body = post_once(sink, big)
+        assert status == 413 and "over" in json.loads(body)["detail"]
+        layered = compress(compress(big, "gzip"), "br")
+        status, _, _ = post_once(sink, layered, headers={"Content-Encoding": "gzip, br"})
+        assert status == 413
+        assert [r.status for r in sink.requests] == [200, 413, 413]
+        assert "gzip body decodes to more than" in (sink.requests[2].error or "")
+
+
+def test_scripted_failures_still_apply_to_an_oversized_body() -> None:
+    with Sink(max_decompressed=1000) as sink:
+        sink.script(Respond(503))
+        status, _, _ = post_once(sink, compress(bytes(5000), "gzip"), headers=GZIP)
+        assert status == 503  # like an undecodable body: only a 2xx answer is replaced
+        assert "more than 1000 bytes" in (sink.requests[0].error or "")
+
+
+def test_large_bodies_are_decoded_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    entered, release = threading.Event(), threading.Event()
+    threads: list[str] = []
+
+    def held_decode(headers: Mapping[str, str], body: bytes, limit: int) -> Decoded:
+        threads.append(threading.current_thread().name)
+        if limit > INLINE_LIMIT:  # only the worker thread's pass is held
+            entered.set()
+            assert release.wait(10)
+        return decode(headers, body, limit)
+
+    monkeypatch.setattr(sink_module, "decode", held_decode)
+    big = Envelope.for_event({"message": "big"}, [Item.attachment(bytes(3 * MiB), "zeros")])
+    answers: list[int] = []
+    with Sink() as sink:
+        sender = threading.Thread(
+            target=lambda: answers.append(
+                post_once(sink, compress(big.serialize(), "gzip"), headers=GZIP)[0]
+            )
+        )
+        sender.start()
+        try:
+            assert entered.wait(5)
+            # the big body is held mid-decode; another connection is served meanwhile
+            assert post_once(sink, make_envelope().serialize())[0] == 200
+            assert answers == [] and len(sink.envelopes) == 1
+        finally:
+            release.set()
+            sender.join(10)
+        assert answers == [200]
+        assert sink.envelopes[-1] == big
+    assert threads[0] == "sentry-transport-sink"  # the first, capped pass ran on the loop
+    assert threads[1].startswith("sentry-transport-sink-decode")
+
+
 # -- lifecycle and helpers -------------------------------------------------------------------
 
 
@@ -582,6 +748,24 @@ def test_sentry_sink_fixture(sentry_sink: Sink) -> None:
     assert sentry_sink.running
     assert post_once(sentry_sink, make_envelope().serialize())[0] == 200
     assert sentry_sink.wait_for(1)
+
+
+def test_the_package_imports_without_pytest() -> None:
+    code = (
+        "import sys; sys.modules['pytest'] = None\n"  # makes `import pytest` fail
+        "import sentry_transport.testing as t\n"
+        "print(hasattr(t, 'sentry_sink'), sorted(t.__all__))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    fixture, names = result.stdout.split(" ", 1)
+    assert fixture == "False"
+    for name in ("MAX_BODY", "MAX_HEAD", "Behaviour", "Close", "Hang", "Proxy", "Received"):
+        assert repr(name) in names
+    for name in ("Reset", "Respond", "Sink", "main", "MAX_DECOMPRESSED"):
+        assert repr(name) in names
 
 
 def test_tls() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import _ids  # noqa: F401 -- gives the core its event id source
 from ._factory import make_transport
 from ._transport import EngineTransport, FunctionTransport, Transport
 from .core.client_reports import REASONS, ClientReportLedger

@@ -1,8 +1,10 @@
 """Choosing and applying body compression.
 
 ``choose(requested, size, threshold, available)`` is the decision (pure). ``compress`` does the
-CPU work. gzip and deflate come with the standard library; br needs ``brotli`` and zstd needs
-``zstandard`` (or Python 3.14's ``compression.zstd``), imported only when asked for.
+CPU work; ``decompress`` undoes it for the test sink, optionally giving up once the output
+passes a limit. gzip and deflate come with the standard library; br needs ``brotli`` and
+zstd needs ``zstandard`` (or Python 3.14's ``compression.zstd``), imported only when asked
+for.
 
 Default levels favour throughput: on a 128 KB event (bench/compression.py), gzip level 3
 took 0.44x the time of level 6 for a 14% larger body, and a fifth of level 9's time. Bodies
@@ -59,31 +61,62 @@ def compress(data: bytes, encoding: str, level: int | None = None) -> bytes:
     return _compressor_for(encoding)(data, DEFAULT_LEVELS[encoding] if level is None else level)
 
 
-def decompress(data: bytes, encoding: str) -> bytes:
-    """Undo a Content-Encoding (used by the test sink); ValueError on bad data."""
-    encoding = encoding.strip().lower()
-    try:
-        if encoding in ("gzip", "x-gzip"):
-            return zlib.decompress(data, 47)  # gzip or zlib header, auto-detected
-        if encoding == "deflate":
-            try:
-                return zlib.decompress(data)
-            except zlib.error:
-                return zlib.decompress(data, -15)  # raw deflate, as some clients send
-        if encoding == "br":
-            import brotli  # type: ignore[import-not-found,unused-ignore]
+class DecompressionLimitError(ValueError):
+    """A body that decodes to more bytes than the ``limit`` given to ``decompress``."""
 
-            result: bytes = brotli.decompress(data)
-            return result
-        if encoding == "zstd":
-            return _zstd_decompress(data)
-        if encoding in ("", "identity"):
-            return data
-    except (zlib.error, OSError, EOFError) as exc:
+    def __init__(self, encoding: str, limit: int) -> None:
+        super().__init__(f"{encoding or 'identity'} body decodes to more than {limit} bytes")
+        self.encoding = encoding
+        self.limit = limit
+
+
+# With a limit, input is fed to a decompressor this much at a time and each call may return
+# at most this much output, so memory stays near the limit however far the data expands.
+_STEP = 64 * 1024
+_OUT_STEP = 1024 * 1024
+# brotli before 1.2 cannot cap the output of one call: it gets input this small instead.
+_OLD_BROTLI_STEP = 16
+
+
+def decompress(data: bytes, encoding: str, limit: int | None = None) -> bytes:
+    """Undo a Content-Encoding (used by the test sink); ValueError on bad data.
+
+    With ``limit``, decoding stops with DecompressionLimitError (a ValueError) as soon as
+    the output passes ``limit`` bytes; an identity body longer than ``limit`` fails the same
+    way. The output is built up in bounded steps, so a small body that would expand to
+    gigabytes costs about ``limit`` bytes before it is refused.
+    """
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        if limit is not None and len(data) > limit:
+            raise DecompressionLimitError(encoding, limit)
+        return data
+    if encoding not in ("gzip", "x-gzip", "deflate", "br", "zstd"):
+        raise ValueError(f"unsupported Content-Encoding {encoding!r}")
+    try:
+        if limit is None:
+            return _decompress_whole(data, encoding)
+        return _decompress_bounded(data, encoding, limit)
+    except DecompressionLimitError:
+        raise
+    except Exception as exc:  # zlib.error / brotli.error / zstd errors have no common base
         raise ValueError(f"cannot decode {encoding} body: {exc}") from None
-    except Exception as exc:  # brotli.error / zstd errors have no common base
-        raise ValueError(f"cannot decode {encoding} body: {exc}") from None
-    raise ValueError(f"unsupported Content-Encoding {encoding!r}")
+
+
+def _decompress_whole(data: bytes, encoding: str) -> bytes:
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompress(data, 47)  # gzip or zlib header, auto-detected
+    if encoding == "deflate":
+        try:
+            return zlib.decompress(data)
+        except zlib.error:
+            return zlib.decompress(data, -15)  # raw deflate, as some clients send
+    if encoding == "br":
+        import brotli  # type: ignore[import-not-found,unused-ignore]
+
+        result: bytes = brotli.decompress(data)
+        return result
+    return _zstd_decompress(data)
 
 
 def _zstd_decompress(data: bytes) -> bytes:
@@ -98,6 +131,112 @@ def _zstd_decompress(data: bytes) -> bytes:
         reader = zstandard.ZstdDecompressor().stream_reader(data)
         result: bytes = reader.read()
         return result
+
+
+class _Output:
+    """Decoded pieces collected under a size limit."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self.encoding = encoding
+        self.limit = limit
+        self.size = 0
+        self.pieces: list[bytes] = []
+
+    def room(self) -> int:
+        """How much the next call may return: one byte past the limit shows it was passed."""
+        return min(_OUT_STEP, self.limit - self.size + 1)
+
+    def add(self, piece: bytes) -> None:
+        self.size += len(piece)
+        if self.size > self.limit:
+            self.pieces.clear()
+            raise DecompressionLimitError(self.encoding, self.limit)
+        if piece:
+            self.pieces.append(piece)
+
+    def result(self) -> bytes:
+        return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+
+
+def _decompress_bounded(data: bytes, encoding: str, limit: int) -> bytes:
+    out = _Output(encoding, limit)
+    if encoding in ("gzip", "x-gzip"):
+        _inflate(data, 47, out)
+    elif encoding == "deflate":
+        try:
+            _inflate(data, 15, out)
+        except zlib.error:
+            out = _Output(encoding, limit)
+            _inflate(data, -15, out)
+    elif encoding == "br":
+        _unbrotli(data, out)
+    else:
+        _unzstd(data, out)
+    return out.result()
+
+
+def _inflate(data: bytes, wbits: int, out: _Output) -> None:
+    decoder = zlib.decompressobj(wbits)
+    view = memoryview(data)
+    for start in range(0, max(len(view), 1), _STEP):  # empty input: one round, then truncated
+        piece: bytes | memoryview = view[start : start + _STEP]
+        while True:
+            room = out.room()
+            chunk = decoder.decompress(piece, room)
+            out.add(chunk)
+            if decoder.eof:
+                return  # like zlib.decompress, ignore anything after the end of the stream
+            piece = decoder.unconsumed_tail
+            if not piece and len(chunk) < room:
+                break  # this input is used up and zlib holds no more output for it
+    raise zlib.error("incomplete or truncated stream")
+
+
+def _unbrotli(data: bytes, out: _Output) -> None:
+    import brotli
+
+    decoder = brotli.Decompressor()
+    view = memoryview(data)
+    if not hasattr(decoder, "can_accept_more_data"):  # brotli < 1.2
+        for start in range(0, len(view), _OLD_BROTLI_STEP):
+            out.add(decoder.process(view[start : start + _OLD_BROTLI_STEP]))
+    else:
+        for start in range(0, len(view), _STEP):
+            out.add(decoder.process(view[start : start + _STEP], output_buffer_limit=out.room()))
+            while not decoder.can_accept_more_data():
+                out.add(decoder.process(b"", output_buffer_limit=out.room()))
+        # can_accept_more_data() is also true when the input is used up but output is still
+        # pending, so after the last piece ask for output until none comes
+        while not decoder.is_finished():
+            chunk = decoder.process(b"", output_buffer_limit=out.room())
+            if not chunk:
+                break
+            out.add(chunk)
+    if not decoder.is_finished():
+        raise brotli.error("incomplete compressed stream")
+
+
+def _unzstd(data: bytes, out: _Output) -> None:
+    try:
+        from compression import zstd
+    except ImportError:
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(data)
+        while chunk := reader.read(out.room()):
+            out.add(chunk)
+        return
+    rest = data  # Python 3.14: like zstd.decompress, every frame in turn
+    while True:
+        decoder = zstd.ZstdDecompressor()
+        out.add(decoder.decompress(rest, out.room()))
+        while not decoder.eof and not decoder.needs_input:
+            out.add(decoder.decompress(b"", out.room()))
+        if not decoder.eof:
+            raise zstd.ZstdError("compressed data ended before the end of a frame")
+        rest = decoder.unused_data
+        if not rest:
+            return
 
 
 @cache

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from typing import IO, Any
 
@@ -40,13 +39,34 @@ def dumps(obj: Any) -> bytes:
     return _ENCODER.encode(obj).encode("utf-8")
 
 
+def _no_id_source() -> str:
+    raise RuntimeError("no event id source: import sentry_transport, which sets one")
+
+
+# Where new event ids come from. The core draws no random numbers itself: the package sets
+# this to uuid4 at import (sentry_transport/_ids.py); tests may set a deterministic one.
+id_source: Callable[[], str] = _no_id_source
+
+_HEX = frozenset("0123456789abcdef")
+
+
 def new_event_id() -> str:
-    return uuid.uuid4().hex
+    return id_source()
 
 
 def normalize_event_id(value: Any) -> str:
-    """A 32-character lowercase hex id from a UUID or hex string; ValueError otherwise."""
-    return uuid.UUID(str(value)).hex
+    """A 32-character lowercase hex id from a UUID or hex string; ValueError otherwise.
+
+    Accepts what ``uuid.UUID`` accepts: 32 hex digits, optionally hyphenated, in braces or
+    after ``urn:uuid:``.
+    """
+    text = str(value).strip()
+    if text[:9].lower() == "urn:uuid:":
+        text = text[9:]
+    text = text.strip("{}").replace("-", "").lower()
+    if len(text) != 32 or not _HEX.issuperset(text):
+        raise ValueError(f"badly formed UUID string {value!r}")
+    return text
 
 
 class Item:
@@ -289,6 +309,12 @@ class Envelope:
         return _Parser(file).envelope()
 
 
+# The most one payload read asks of the file. A ``length`` header is only a claim: reading
+# a large payload in pieces makes the result grow as bytes arrive, instead of reserving the
+# claimed size up front (BufferedReader.read(n) allocates n bytes before reading any).
+_READ_CHUNK = 1024 * 1024
+
+
 class _Parser:
     def __init__(self, file: IO[bytes]) -> None:
         self.file = file
@@ -381,7 +407,19 @@ class _Parser:
         return line
 
     def _read(self, n: int) -> bytes:
-        data = self.file.read(n) if n else b""
+        if n <= _READ_CHUNK or type(self.file) is io.BytesIO:
+            # a BytesIO returns (and allocates) at most what it holds, whatever n says
+            data = self.file.read(n) if n else b""
+        else:
+            pieces: list[bytes] = []
+            left = n
+            while left:
+                piece = self.file.read(min(left, _READ_CHUNK))
+                if not piece:
+                    break  # the input ended early: the caller reports the shortfall
+                pieces.append(piece)
+                left -= len(piece)
+            data = b"".join(pieces)
         self.offset += len(data)
         return data
 

@@ -1,0 +1,277 @@
+"""``Sink``: a local Sentry-compatible ingest server that records what it receives.
+
+How it works: each connection is served by a loop of ``_one_request`` calls on the
+server's event loop (see ``_server``). A request's head is read and parsed (``_http``),
+the next scripted behaviour is taken, and the body is read: all of it, or only the first
+``Reset.after`` bytes before an RST. The body is then decoded and parsed as an envelope
+(``_decoding``); small bodies are handled on the loop, larger ones on one worker thread so
+the loop keeps serving other connections while a big body is expanded. The request is
+recorded (``_record``) and the behaviour carried out: an answer (after checking the path,
+method and ``sentry_key``), a hang, or a close. A body that decodes to more than
+``max_decompressed`` bytes is refused with 413 where a 2xx answer was due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qsl
+
+from ._decoding import INLINE_LIMIT, MAX_DECOMPRESSED, Decoded, decode
+from ._http import (
+    _body_length,
+    _detail,
+    _format_host,
+    _Head,
+    _HttpError,
+    _lingering_close,
+    _parse_head,
+    _read_body,
+    _read_head,
+    _reason,
+    _render,
+    _set_rst,
+)
+from ._record import Close, Hang, Reset, Respond, _Recorder, _Slot
+
+__all__ = ["Sink"]
+
+_WRITE_TIMEOUT = 30.0
+_ZERO_ID = "0" * 32
+
+
+class Sink(_Recorder):
+    """A Sentry-compatible ingest server on a local port, recording what it receives.
+
+    ``max_decompressed`` bounds a body after its Content-Encoding is undone (default
+    ``MAX_DECOMPRESSED``, 200 MiB, Relay's limit for a decompressed envelope): decoding stops
+    once the output passes it and the request is answered 413 where a 2xx answer was due,
+    recorded with ``decoded`` and ``envelope`` None and the reason in ``error``. The raw
+    body is bounded separately by ``MAX_BODY``.
+    """
+
+    _thread_name = "sentry-transport-sink"
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        project_id: str = "42",
+        public_key: str = "public",
+        latency: float = 0.0,
+        max_decompressed: int = MAX_DECOMPRESSED,
+    ) -> None:
+        super().__init__(host, port, ssl_context)
+        if latency < 0:
+            raise ValueError("latency must be >= 0")
+        if max_decompressed < 0:
+            raise ValueError("max_decompressed must be >= 0")
+        self.project_id = project_id
+        self.public_key = public_key
+        self.latency = latency
+        self.max_decompressed = max_decompressed
+        self._envelope_path = f"/api/{project_id}/envelope/"
+        self._decoder: ThreadPoolExecutor | None = None  # made by the loop when first needed
+
+    def __repr__(self) -> str:
+        where = self.url if self._port is not None else "not started"
+        return f"<Sink {where} requests={len(self._requests)} envelopes={len(self._envelopes)}>"
+
+    @property
+    def dsn(self) -> str:
+        """The DSN to give a transport, e.g. ``http://public@127.0.0.1:PORT/42``."""
+        scheme = "https" if self._ssl_context is not None else "http"
+        host = _format_host(self._host)
+        return f"{scheme}://{self.public_key}@{host}:{self.port}/{self.project_id}"
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        try:
+            super()._run(ready, failure)
+        finally:
+            decoder, self._decoder = self._decoder, None
+            if decoder is not None:  # a body still being decoded finishes on its own
+                decoder.shutdown(wait=False, cancel_futures=True)
+
+    async def _decode(self, headers: Mapping[str, str], body: bytes) -> Decoded:
+        """Decode on the loop while the output stays small, else on the worker thread."""
+        limit = self.max_decompressed
+        if len(body) <= INLINE_LIMIT:
+            quick = decode(headers, body, min(limit, INLINE_LIMIT))
+            if quick.refusal != 413 or limit <= INLINE_LIMIT:
+                return quick
+        if self._decoder is None:
+            self._decoder = ThreadPoolExecutor(1, f"{self._thread_name}-decode")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._decoder, decode, headers, body, limit)
+
+    # -- serving -----------------------------------------------------------------------------
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
+    ) -> None:
+        while await self._one_request(reader, writer, number):
+            pass
+
+    async def _one_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
+    ) -> bool:
+        """Serve one request; whether the connection stays open for another."""
+        try:
+            raw = await _read_head(reader)
+            if raw is None:
+                return False
+            head = _parse_head(raw)
+        except _HttpError as exc:
+            self._record_error(f"connection {number}: {exc.message}")
+            await self._answer_error(reader, writer, exc.status, exc.message)
+            return False
+        arrived = time.monotonic()
+        try:
+            length = _body_length(head.headers)
+        except _HttpError as exc:
+            slot = self._add(
+                head, b"", None, None, exc.message, Respond(exc.status), number, arrived
+            )
+            self._finish(slot, exc.status)
+            await self._answer_error(reader, writer, exc.status, exc.message)
+            return False
+
+        with self._cond:
+            behaviour = self._script.popleft() if self._script else self.default
+        if head.version == "HTTP/1.1" and head.headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+        if isinstance(behaviour, Reset):
+            try:
+                body = await _read_body(reader, length, max(behaviour.after, 0))
+            except _HttpError:
+                body = b""
+            except asyncio.IncompleteReadError as exc:
+                body = exc.partial
+            slot = self._add(head, body, None, None, None, behaviour, number, arrived)
+            _set_rst(writer)
+            writer.transport.abort()
+            self._finish(slot, None)
+            return False
+
+        try:
+            body = await _read_body(reader, length)
+        except _HttpError as exc:
+            slot = self._add(head, b"", None, None, exc.message, behaviour, number, arrived)
+            self._finish(slot, exc.status)
+            await self._answer_error(reader, writer, exc.status, exc.message)
+            return False
+        except asyncio.IncompleteReadError as exc:
+            cut = f"the connection closed after {len(exc.partial)} bytes of the body"
+            slot = self._add(head, exc.partial, None, None, cut, behaviour, number, arrived)
+            self._finish(slot, None)
+            return False
+
+        result = await self._decode(head.headers, body)
+        slot = self._add(
+            head, body, result.decoded, result.envelope, result.error, behaviour, number, arrived
+        )
+
+        if isinstance(behaviour, Hang):
+            await asyncio.sleep(max(behaviour.seconds, 0.0))
+            writer.close()
+            self._finish(slot, None)
+            return False
+        if isinstance(behaviour, Close):
+            writer.close()
+            self._finish(slot, None)
+            return False
+        return await self._respond(reader, writer, slot, head, behaviour, result)
+
+    def _authorized(self, head: _Head) -> bool:
+        auth = head.headers.get("x-sentry-auth")
+        if auth is not None:
+            text = auth[7:] if auth[:7].lower() == "sentry " else auth
+            for part in text.split(","):
+                name, _, value = part.strip().partition("=")
+                if name.strip() == "sentry_key" and value.strip() == self.public_key:
+                    return True
+        if "sentry_key" in head.query:
+            for name, value in parse_qsl(head.query, keep_blank_values=True):
+                if name == "sentry_key" and value == self.public_key:
+                    return True
+        return False
+
+    async def _respond(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        slot: _Slot,
+        head: _Head,
+        behaviour: Respond,
+        result: Decoded,
+    ) -> bool:
+        envelope, error = result.envelope, result.error
+        status = behaviour.status
+        headers = list(behaviour.headers.items())
+        body = behaviour.body
+        delay = behaviour.delay
+        problem: tuple[int, str, list[tuple[str, str]]] | None = None
+        if head.path != self._envelope_path:
+            problem = (404, f"no such endpoint {head.path[:200]!r}", [])
+        elif head.method != "POST":
+            problem = (405, f"method {head.method} not allowed", [("Allow", "POST")])
+        elif not self._authorized(head):
+            problem = (401, "missing or wrong sentry_key (X-Sentry-Auth or ?sentry_key=)", [])
+        elif 200 <= status < 300 and error is not None:
+            problem = (result.refusal, error, [])
+        if problem is not None:
+            status, message, headers = problem
+            body, delay, envelope = _detail(message), 0.0, None
+            headers.append(("Content-Type", "application/json"))
+            if error is None:
+                self._update(slot, error=message)
+        if body is None:  # a JSON body like Sentry's
+            if 200 <= status < 300:
+                event_id = envelope.event_id if envelope is not None else None
+                body = b'{"id":%s}' % json.dumps(event_id or _ZERO_ID).encode()
+            else:
+                body = _detail(_reason(status))
+            if not any(name.lower() == "content-type" for name, _ in headers):
+                headers.append(("Content-Type", "application/json"))
+        close = not head.keep_alive or any(
+            name.lower() == "connection" and "close" in value.lower() for name, value in headers
+        )
+        wait = self.latency + delay
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if reader.at_eof() or writer.transport.is_closing():
+            self._update(slot, error="the client closed the connection before the answer")
+            self._finish(slot, None)
+            return False
+        accepted = envelope if 200 <= status < 300 else None
+        self._finish(slot, status, accepted)  # recorded before the client can see the answer
+        try:
+            writer.write(_render(status, headers, body, close, head.method == "HEAD"))
+            if writer.transport.get_write_buffer_size():
+                await asyncio.wait_for(writer.drain(), _WRITE_TIMEOUT)
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            self._unfinish(slot, accepted, f"the answer could not be written: {exc!r}")
+            writer.transport.abort()
+            return False
+        if close:
+            writer.close()
+            return False
+        return True
+
+    async def _answer_error(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, message: str
+    ) -> None:
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        if not writer.transport.is_closing():
+            body = _detail(message)
+            writer.write(_render(status, [("Content-Type", "application/json")], body, True))
+        await _lingering_close(reader, writer)

@@ -79,7 +79,7 @@ def test_close_on_the_loop_thread_drains_in_the_background(sentry_sink: Sink) ->
         transport.capture_event({"message": {"formatted": "closing"}})
         started = time.monotonic()
         transport.close(5)  # on its own loop: cannot wait, so it drains in a task
-        while transport._closing and time.monotonic() - started < 6:
+        while not transport.engine.stopped and time.monotonic() - started < 6:
             await asyncio.sleep(0.01)
         return time.monotonic() - started, transport.stats()
 

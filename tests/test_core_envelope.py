@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sentry_transport import Envelope, EnvelopeError, Item, ProtocolError
-from sentry_transport.core.envelope import _READ_CHUNK
+from sentry_transport.core.parse import _READ_CHUNK
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "envelopes"
 TRUNCATED = frozenset(

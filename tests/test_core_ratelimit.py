@@ -302,3 +302,26 @@ def test_active_and_pruned() -> None:
     pruned = state.pruned(NOW + 10)
     assert dict(pruned.deadlines) == {"error": NOW + 30}
     assert dict(state.pruned(NOW + 100).deadlines) == {}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Sentry-Rate-Limits": "1e308:error:organization"},
+        {"X-Sentry-Rate-Limits": "999999999::organization"},
+        {"Retry-After": "1e308"},
+        {"Retry-After": "Fri, 01 Jan 2100 00:00:00 GMT"},
+    ],
+    ids=["sentry-header-huge", "sentry-header-all-huge", "retry-after-huge", "far-date"],
+)
+def test_no_single_answer_limits_for_more_than_the_cap(headers: dict[str, str]) -> None:
+    from sentry_transport.core.ratelimit import MAX_LIMIT
+
+    state = RateLimits().update(429, headers, NOW)
+    assert state.deadlines, "the limit is applied"
+    assert all(d == NOW + MAX_LIMIT for d in state.deadlines.values())
+    assert MAX_LIMIT == 3600.0
+    # after the cap, delivery resumes (one request may go; the server can limit again)
+    assert not state.is_limited("error", NOW + MAX_LIMIT + 0.001)
+    again = state.update(429, headers, NOW + MAX_LIMIT + 1)
+    assert again.is_limited("error", NOW + 2 * MAX_LIMIT)

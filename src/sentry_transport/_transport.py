@@ -3,29 +3,31 @@ function transport.
 
     Transport                 the interface (capture, flush, close, stats, health)
     ├── FunctionTransport     hands each envelope to a plain callable
-    └── EngineTransport       owns an Engine (all policy) and a clock; drivers subclass it
+    └── EngineTransport       owns a Pump (engine + workers) over a runtime; drivers name one
         ├── SyncTransport, ThreadedTransport   (blocking sockets)
         └── AsyncioTransport                   (the running event loop)
 
-Subclasses implement ``capture_envelope``, ``flush`` and ``close``; everything else comes
-from here. Extending: subclass ``Transport`` (any destination) — never a driver's internals.
+A driver is a subclass that names its runtime (and, for event loops, adds the awaitable
+``aflush``/``aclose``); everything else comes from here. Extending: subclass ``Transport``
+(any destination), never a driver's internals.
 """
 
 from __future__ import annotations
 
 import abc
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .core.categories import outcomes
 from .core.client_reports import check_reason
 from .core.dsn import Dsn
-from .core.engine import Engine, Stats
+from .core.engine import Engine
 from .core.envelope import Envelope
+from .core.stats import Stats
+from .pump import Pump
+from .runtime.threads import Threads
 
 
 class Transport(abc.ABC):
@@ -75,22 +77,24 @@ class FunctionTransport(Transport):
     def __init__(self, function: Callable[[Envelope], object]) -> None:
         self.function = function
         self._stats = Stats()
+        self._lock = threading.Lock()
         self._closed = False
 
     def capture_envelope(self, envelope: Envelope) -> None:
-        stats = self._stats
-        stats.accept(envelope.items)
-        if self._closed:
-            self._lose("queue_overflow", envelope)
-            return
+        with self._lock:
+            self._stats.accept(envelope.items)
+            if self._closed:
+                self._lose("queue_overflow", envelope)
+                return
         try:
             self.function(envelope)
         except Exception as exc:
-            with stats.lock:
-                stats.last_error = f"{type(exc).__name__}: {exc}"
-            self._lose("send_error", envelope)
+            with self._lock:
+                self._stats.last_error = f"{type(exc).__name__}: {exc}"
+                self._lose("send_error", envelope)
             return
-        stats.deliver(envelope.items)
+        with self._lock:
+            self._stats.deliver(envelope.items)
 
     def _lose(self, reason: str, envelope: Envelope) -> None:
         self._stats.lose(reason, [o for item in envelope.items for o in outcomes(item)])
@@ -100,58 +104,61 @@ class FunctionTransport(Transport):
 
     def record_lost_event(self, reason: str, category: str = "error", quantity: int = 1) -> None:
         check_reason(reason)
-        self._stats.lose(reason, [(category, quantity)], handed_in=False)
+        with self._lock:
+            self._stats.lose(reason, [(category, quantity)], handed_in=False)
 
     def stats(self) -> dict[str, Any]:
-        return self._stats.snapshot()
+        with self._lock:
+            return self._stats.snapshot()
 
 
 class EngineTransport(Transport):
-    """Base of the HTTP transports: a DSN, its options, the engine and a lock around it."""
+    """Base of the HTTP transports: a DSN, its options, and a pump (engine + workers) over the
+    runtime named by ``runtime`` (see ``sentry_transport/runtime``)."""
 
     name = "engine"
+    runtime: Any = Threads
     dsn: Dsn
 
     def __init__(self, dsn: str | Dsn, **options: Any) -> None:
         self.dsn = Dsn.parse(dsn, **options)
         self.options = self.dsn.options
-        self.engine = Engine(self.dsn)
-        self.clock: Callable[[], float] = time.time
-        self._lock = threading.Lock()
-        _LIVE.add(self)
+        self._pump = Pump(self.dsn, self._make_runtime())
 
-    def _after_fork(self) -> None:
-        """In a forked child: fresh locks, an empty queue and fresh counters; nothing of the
-        parent's is sent again. Drivers extend this to drop their threads and sockets."""
-        self._lock = threading.Lock()
-        self.engine.reset()
+    def _make_runtime(self) -> Any:
+        return self.runtime()
+
+    @property
+    def engine(self) -> Engine:
+        return self._pump.engine
+
+    def capture_envelope(self, envelope: Envelope) -> None:
+        self._pump.capture(envelope)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        pump = self._pump
+        return bool(pump.runtime.run(pump.settle(self._deadline(timeout))))
+
+    def close(self, timeout: float | None = None) -> None:
+        pump = self._pump
+        pump.runtime.run(pump.close(self._deadline(timeout)))
 
     def record_lost_event(self, reason: str, category: str = "error", quantity: int = 1) -> None:
-        self.engine.record_lost(reason, category, quantity)
+        with self._pump.lock:
+            self._pump.engine.record_lost(reason, category, quantity)
 
     def is_healthy(self) -> bool:
-        return self.engine.healthy(self.clock())
+        with self._pump.lock:
+            return self._pump.engine.healthy(time.time())
 
     def stats(self) -> dict[str, Any]:
-        with self._lock:
-            snapshot = self.engine.snapshot(self.clock())
+        snapshot = self._pump.snapshot()
         snapshot["transport"] = self.name
         return snapshot
 
-    def _timeout(self, timeout: float | None) -> float:
-        return self.options.shutdown_timeout if timeout is None else max(0.0, timeout)
+    def _deadline(self, timeout: float | None) -> float:
+        seconds = self.options.shutdown_timeout if timeout is None else max(0.0, timeout)
+        return time.monotonic() + seconds
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.dsn}>"
-
-
-_LIVE: weakref.WeakSet[EngineTransport] = weakref.WeakSet()
-
-
-def _reset_in_child() -> None:
-    for transport in list(_LIVE):
-        transport._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_in_child)

@@ -1,13 +1,13 @@
 """The client-report ledger: ``(reason, category) -> quantity`` of items dropped.
 
-Thread-safe. ``take()`` swaps the counts out and resets them atomically, so two senders never
+Single owner: the engine's, under its driver's lock (or on its loop), like the rest of the
+core. ``take()`` swaps the counts out and leaves the ledger empty, so two requests never
 report the same loss. ``report_item(counts, timestamp)`` turns counts into the
 ``client_report`` item. Reasons are checked against the spec's list.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -35,7 +35,6 @@ class ClientReportLedger:
     """Counts of discarded items awaiting a client report."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._counts: Counts = {}
 
     def record(self, reason: str, category: str, quantity: int = 1) -> None:
@@ -43,31 +42,27 @@ class ClientReportLedger:
         if quantity <= 0:
             return
         key = (reason, category)
-        with self._lock:
-            self._counts[key] = self._counts.get(key, 0) + quantity
+        self._counts[key] = self._counts.get(key, 0) + quantity
 
     def record_many(self, reason: str, outcomes: Iterable[tuple[str, int]]) -> None:
         for category, quantity in outcomes:
             self.record(reason, category, quantity)
 
     def take(self) -> Counts:
-        """The counts so far, leaving the ledger empty (one atomic swap)."""
-        with self._lock:
-            counts, self._counts = self._counts, {}
+        """The counts so far, leaving the ledger empty."""
+        counts, self._counts = self._counts, {}
         return counts
 
     def restore(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Put counts back (when a report could not be attached after all)."""
-        with self._lock:
-            for key, quantity in counts.items():
-                self._counts[key] = self._counts.get(key, 0) + quantity
+        for key, quantity in counts.items():
+            self._counts[key] = self._counts.get(key, 0) + quantity
 
     def __bool__(self) -> bool:
         return bool(self._counts)
 
     def reset(self) -> None:
-        """Forget everything and use a fresh lock (a forked child)."""
-        self._lock = threading.Lock()
+        """Forget everything (a forked child)."""
         self._counts = {}
 
 

@@ -1,378 +1,215 @@
-"""The delivery engine: every delivery decision, once, with no I/O and no clock.
+"""The delivery engine: every delivery decision, once, as values; no I/O, clock or lock.
 
-Drivers (sync, threaded, asyncio, ...) pump it:
+A driver owns it (under its lock, or on its one loop thread) and pumps it:
 
-    engine.submit(envelope, now)        caller side: queue it or count it lost
-    job = engine.next(now)              Job -> send it; float -> nothing before then; None -> idle
-    attempt = engine.prepare(job, now)  rate limits, size limits, client report, request bytes
-    engine.on_response(attempt, status, headers, now)   or   engine.on_error(attempt, exc, now)
+    engine.submit(envelope, now, size)        queue it, or count it lost (bounds apply here)
+    action = engine.next_action(now, limit)   Send(attempts) | Wait(until) | IDLE | STOP
+    engine.encode(attempt, now)               JSON, size limits, compression, request bytes:
+                                              pure (encode.py), done OUTSIDE the lock
+    engine.on_results([(attempt, result)], now, rand)   result: Response | exception | None
 
-``submit``/``next``/``on_*``/``abandon`` mutate the queue: a driver calls them under its own
-lock (or on its one event-loop thread). ``prepare`` only reads the immutable rate-limit state
-and the thread-safe ledgers, so drivers call it outside the lock, off the caller's thread:
-that is where JSON encoding and compression happen.
+The engine finishes or fails every job itself: a driver moves bytes and reports what
+happened, nothing else. ``result`` is the server's ``Response``, the exception a network
+error raised, ``None`` when ``encode`` left nothing to send, or ``REQUEUE`` when the driver
+gave the attempt back unsent (its worker was cancelled).
 
-Accounting: every item handed in ends up delivered or lost under one reason, counted in
-``stats`` (always) and in the client-report ledger (unless the server counted it: a 429, or
-the item is itself a client report).
+Flush and close: ``begin_flush()`` then ``flushed(flush)``; ``close()`` stops accepting and
+``abandon()`` ends the rest: what is queued AND what is in flight is counted lost there, and a
+result reported after it is ignored, so the books are final when ``abandon`` returns.
+
+Accounting: every item handed in ends up delivered or lost under one reason, once (``Books``).
 """
+# The names a driver needs come from here (they are defined in actions.py).
 
 from __future__ import annotations
 
 import heapq
-import random
-import threading
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
-from . import compress as _compress
-from . import limits as _limits
 from . import request as _request
-from .categories import outcomes
-from .client_reports import ClientReportLedger, check_reason, nested, report_item
+from .actions import (
+    IDLE,
+    MAX_BATCH,
+    REQUEUE,
+    STOP,
+    Action,
+    Attempt,
+    Flush,
+    Job,
+    Result,
+    Send,
+    Wait,
+    should_grow,
+)
+from .client_reports import Counts
 from .dsn import Dsn
+from .encode import Encoder
 from .envelope import Envelope, Item
-from .ratelimit import ALL, Headers, RateLimits
-from .request import Outcome, Request
+from .errors import ProtocolError
+from .http11 import Response
+from .ratelimit import ALL, RateLimits
+from .request import Outcome
 from .retry import RetryPolicy
+from .stats import Books
 from .version import CLIENT
 
-EVENT_TYPES = frozenset({"event", "transaction"})  # items counted in stats()["events"]
-EVENT_CATEGORIES = frozenset({"error", "transaction"})  # ... and their categories when lost
 UNHEALTHY_AFTER_FAILURES = 3
-# Connections beyond BASE_CONNECTIONS only pay off when the server's latency, not the
-# client's CPU, is what limits: grow past it only while round trips take longer than this.
-BASE_CONNECTIONS = 2
-SLOW_ROUND_TRIP = 0.002
-
-
-def should_add_connection(
-    connections: int, idle: int, backlog: int, round_trip: float, limit: int
-) -> bool:
-    """Whether a driver should open one more connection (start a worker) now."""
-    if backlog <= 0 or idle > 0 or connections >= limit:
-        return False
-    return connections < BASE_CONNECTIONS or round_trip > SLOW_ROUND_TRIP
-
-
-@dataclass(eq=False)
-class Job:
-    seq: int
-    envelope: Envelope
-    size: int
-    internal: bool = False  # a client-report-only envelope made by the engine
-    attempts: int = 0
-    first_try: float | None = None
-
-
-@dataclass(eq=False)
-class Flush:
-    """What a flush (or close) waits for: a mark, then one more round for a client report."""
-
-    mark: int
-    report_round: bool = True
-
-
-@dataclass(eq=False)
-class Attempt:
-    job: Job
-    request: Request
-    items: list[Item]  # the job's items in this request (not the attached client report)
-    report: dict[tuple[str, str], int] = field(default_factory=dict)
-
-
-class Stats:
-    """Cumulative counters (thread-safe); ``snapshot()`` is what ``Transport.stats()`` shows."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.accepted = 0  # envelopes handed to capture_envelope
-        self.delivered = 0  # envelopes the server answered 2xx
-        self.events_accepted = 0  # event + transaction items handed in
-        self.events_delivered = 0
-        self.events_lost = 0  # event + transaction items the transport lost (not record_lost)
-        self.lost: dict[tuple[str, str], int] = {}
-        self.requests = 0
-        self.network_errors = 0
-        self.retries = 0
-        self.consecutive_failures = 0
-        self.last_error: str | None = None
-
-    def accept(self, items: list[Item]) -> None:
-        """An envelope with these items was handed in."""
-        events = _count_events(items)
-        with self.lock:
-            self.accepted += 1
-            self.events_accepted += events
-
-    def deliver(self, items: list[Item]) -> None:
-        """An envelope with these items was delivered."""
-        events = _count_events(items)
-        with self.lock:
-            self.delivered += 1
-            self.events_delivered += events
-
-    def lose(self, reason: str, counted: list[tuple[str, int]], handed_in: bool = True) -> None:
-        """Count a loss; ``handed_in`` is False for losses before the transport."""
-        with self.lock:
-            for category, quantity in counted:
-                key = (reason, category)
-                self.lost[key] = self.lost.get(key, 0) + quantity
-                if handed_in and category in EVENT_CATEGORIES:
-                    self.events_lost += quantity
-
-    def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            return {
-                "accepted": self.accepted,
-                "delivered": self.delivered,
-                "lost": nested(self.lost),
-                "events": {
-                    "accepted": self.events_accepted,
-                    "delivered": self.events_delivered,
-                    "lost": self.events_lost,
-                },
-                "requests": self.requests,
-                "network_errors": self.network_errors,
-                "retries": self.retries,
-                "last_error": self.last_error,
-            }
 
 
 class Engine:
-    def __init__(
-        self,
-        dsn: Dsn,
-        *,
-        rand: Callable[[], float] = random.random,
-        client: str = CLIENT,
-    ) -> None:
+    def __init__(self, dsn: Dsn, *, client: str = CLIENT) -> None:
         options = dsn.options
         self.dsn = dsn
         self.options = options
         self.client = client
-        self.encoding = _compress.resolve(options.compression)
+        self.encoder = Encoder(dsn, client)
+        self.encode = self.encoder.encode  # pure: drivers call it outside the lock
         self.retry = RetryPolicy(
             attempts=options.retry_attempts,
             backoff=options.retry_backoff,
             deadline=options.retry_deadline,
         )
-        self.rand = rand
         self.reset()
 
     def reset(self) -> None:
         """Start empty: at construction and in a forked child (nothing of the parent's)."""
         self.limits = RateLimits()
-        self.reports = ClientReportLedger()
-        self.stats = Stats()
+        self.books = Books(self.options.send_client_reports)
+        self.stats = self.books.stats
+        self.reports = self.books.reports
         self._ready: deque[Job] = deque()
         self._delayed: list[tuple[float, int, Job]] = []
-        self._queued_bytes = 0
-        self._in_flight = 0
+        self._flying: dict[int, Attempt] = {}
+        self.queued_bytes = 0
         self._seq = 0
         self._outstanding: list[int] = []  # heap of seqs not yet finished
         self._finished: set[int] = set()
         self._report_queued = False
         self._last_report: float | None = None
-        self.closed = False
+        self.closed = False  # no longer accepting
+        self.stopped = False  # abandoned: nothing more is sent or counted
 
     # -- caller side --------------------------------------------------------------------------
 
-    def submit(self, envelope: Envelope, now: float) -> Job | None:
-        """Queue an envelope; None when it was counted lost instead (full queue, closed)."""
+    def submit(self, envelope: Envelope, now: float, size: int | None = None) -> Job | None:
+        """Queue an envelope; None when it was counted lost instead (full queue, closed).
+
+        ``size`` is what it holds in bytes, if the driver measured it; else the payloads'
+        lengths, with a bounded sampling estimate for JSON not yet encoded.
+        """
         self.stats.accept(envelope.items)
-        # JSON not yet encoded counts by a bounded sampling estimate of its size
-        size = sum(item.size_hint() for item in envelope.items)
+        if size is None:
+            size = sum(item.size_hint() for item in envelope.items)
         if (
             self.closed
             or len(self._ready) + len(self._delayed) >= self.options.queue_size
-            or self._queued_bytes + size > self.options.queue_bytes
+            or self.queued_bytes + size > self.options.queue_bytes
         ):
-            self.lose("queue_overflow", envelope.items)
+            self.books.lose("queue_overflow", envelope.items)
             return None
         job = Job(self._next_seq(), envelope, size)
-        self._enqueue(job)
+        self._ready.append(job)
+        self.queued_bytes += size
         return job
 
-    def take(self, job: Job) -> bool:
-        """Start this queued job now, ahead of the others (the sync transport sends the
-        caller's own envelope); False if it is no longer queued."""
-        try:
-            self._ready.remove(job)
-        except ValueError:
-            return False
-        self._queued_bytes -= job.size
-        self._in_flight += 1
-        return True
-
-    def request_report(self) -> None:
-        """Queue a client-report-only job now (at flush and close) instead of on the timer.
-
-        Queued at once so that a flush mark taken afterwards covers it.
-        """
-        if self.options.send_client_reports and self.reports and not self._report_queued:
-            self._report_queued = True
-            self._ready.append(Job(self._next_seq(), Envelope(), 0, internal=True))
+    def record_lost(self, reason: str, category: str, quantity: int = 1) -> None:
+        """A loss that happened before the transport (sampling, before_send, ...)."""
+        self.books.record_lost(reason, category, quantity)
 
     # -- worker side --------------------------------------------------------------------------
 
-    def next(self, now: float) -> Job | float | None:
-        """The job to send now, else when to look again (a time), else None (idle)."""
+    def next_action(self, now: float, limit: int = 1) -> Action:
+        """What a worker does now: send up to ``limit`` attempts, wait, idle, or stop."""
+        if self.stopped:
+            return STOP
         delayed = self._delayed
-        while delayed and delayed[0][0] <= now:
-            job = heapq.heappop(delayed)[2]
-            self._ready.appendleft(job)
-        if self._ready:
-            job = self._ready.popleft()
-            self._queued_bytes -= job.size
-            self._in_flight += 1
-            if job.internal:
-                self._report_queued = False
-                self._last_report = now
-            return job
+        if delayed and delayed[0][0] <= now:
+            retries: list[Job] = []
+            while delayed and delayed[0][0] <= now:
+                retries.append(heapq.heappop(delayed)[2])
+            self._ready.extendleft(reversed(retries))  # retries go first, in their order
+        attempts: list[Attempt] = []
+        ready = self._ready
+        while ready and len(attempts) < limit:
+            job = ready.popleft()
+            self.queued_bytes -= job.size
+            attempt = self._attempt(job, now)
+            if attempt is not None:
+                attempts.append(attempt)
+        if attempts:
+            return Send(attempts)
         if self._last_report is None:
             self._last_report = now  # the report timer starts with the first look
         if self.options.send_client_reports and self.reports:
             due = self._last_report + self.options.client_report_interval
             if due <= now:
                 self._last_report = now
-                self._in_flight += 1
-                return Job(self._next_seq(), Envelope(), 0, internal=True)
-            return min(due, delayed[0][0]) if delayed else due
-        return delayed[0][0] if delayed else None
+                attempt = self._attempt(self._report_job(), now)
+                if attempt is not None:
+                    return Send([attempt])
+                due = now + self.options.client_report_interval
+            return Wait(min(due, delayed[0][0]) if delayed else due)
+        return Wait(delayed[0][0]) if delayed else IDLE
 
-    def prepare(self, job: Job, now: float) -> Attempt | None:
-        """The request for a job, after rate and size limits; None when nothing is left to send.
+    def start(self, job: Job, now: float) -> Send | None:
+        """Send this queued job now, ahead of the others (the sync transport sends the
+        caller's own envelope); None if it is no longer queued or nothing of it is left."""
+        try:
+            self._ready.remove(job)
+        except ValueError:
+            return None
+        self.queued_bytes -= job.size
+        attempt = self._attempt(job, now)
+        return None if attempt is None else Send([attempt])
 
-        Safe to call outside the driver's lock. A None means the job is over: the driver
-        must still call ``finish(job)``.
-        """
-        if job.first_try is None:
-            job.first_try = now
-        job.attempts += 1
-        if self.limits.deadlines:
-            allowed, blocked = self.limits.split(job.envelope.items, now)
-        else:
-            allowed, blocked = job.envelope.items, []
-        if blocked:
-            self.lose("ratelimit_backoff", blocked)
-        items: list[Item] = []
-        for item in allowed:
-            try:
-                item.payload  # noqa: B018 -- encode JSON payloads here, off the caller's thread
-            except (TypeError, ValueError, RecursionError):
-                self.lose("internal_sdk_error", [item])
+    def on_results(
+        self, results: Iterable[tuple[Attempt, Result]], now: float, rand: float = 0.5
+    ) -> None:
+        """Account what happened to each attempt. ``rand`` is uniform in [0, 1): the retry
+        jitter (spread per job, so that one draw serves a whole batch)."""
+        given_back: list[Job] = []
+        for attempt, result in results:
+            if attempt.over:
                 continue
-            items.append(item)
-        if items:
-            candidate = Envelope(job.envelope.headers, items)
-            too_big = {v.index for v in _limits.check(candidate)}
-            if too_big:
-                self.lose("send_error", [items[i] for i in sorted(too_big)])
-                items = [item for i, item in enumerate(items) if i not in too_big]
-        if len(items) != len(job.envelope.items):
-            # What was dropped is counted once: later attempts and abandon() see the rest only.
-            remaining = Envelope(job.envelope.headers, items)
-            remaining._raw_header = job.envelope._raw_header
-            job.envelope = remaining
-        report: dict[tuple[str, str], int] = {}
-        if (
-            self.options.send_client_reports
-            and (items or job.internal)
-            and not self.limits.is_limited("internal", now)
-        ):
-            report = self.reports.take()  # while "internal" is limited the counts wait
-        if not items and not report:
-            return None
-        body_items = list(items)
-        if report:
-            body_items.append(report_item(report, round(now, 3)))
-        envelope = Envelope(job.envelope.headers if items else {}, body_items)
-        envelope._raw_header = job.envelope._raw_header if items else None
-        request = _request.build(
-            envelope,
-            self.dsn,
-            now,
-            self.encoding,
-            self.options.compression_level,
-            self.options.compression_threshold,
-            self.client,
-        )
-        if _limits.body_too_large(len(request.body)):
-            self.lose("send_error", items)
-            return None
-        with self.stats.lock:
-            self.stats.requests += 1
-        return Attempt(job, request, items, report)
-
-    def on_response(self, attempt: Attempt, status: int, headers: Headers, now: float) -> Outcome:
-        self.limits = self.limits.update(status, headers, now).pruned(now)
-        outcome = _request.classify(status)
-        stats = self.stats
-        with stats.lock:
-            stats.consecutive_failures = 0
-            if outcome is not Outcome.DELIVERED:
-                stats.last_error = f"HTTP {status}"
-        if outcome is Outcome.DELIVERED:
-            if attempt.items:  # not for an engine-made client-report-only envelope
-                stats.deliver(attempt.items)
-        elif outcome is Outcome.RATE_LIMITED:
-            self.lose("ratelimit_backoff", attempt.items, report=False)
-        else:
-            self.lose("send_error", attempt.items)
-        self.finish(attempt.job)
-        return outcome
-
-    def on_error(self, attempt: Attempt, error: BaseException, now: float) -> float | None:
-        """A network error: returns the retry time, or None when the items were counted lost."""
-        job = attempt.job
-        if attempt.report:
-            self.reports.restore(attempt.report)  # not lost: it goes with a later request
-        with self.stats.lock:
-            self.stats.network_errors += 1
-            self.stats.consecutive_failures += 1
-            self.stats.last_error = f"{type(error).__name__}: {error}"
-        delay = None
-        if not self.closed and attempt.items:
-            assert job.first_try is not None
-            delay = self.retry.delay(job.attempts, job.first_try, now, self.rand())
-        if delay is None:
-            self.lose("network_error", attempt.items)
-            self.finish(job)
-            return None
-        with self.stats.lock:
-            self.stats.retries += 1
-        self._in_flight -= 1
-        heapq.heappush(self._delayed, (now + delay, job.seq, job))
-        self._queued_bytes += job.size
-        return now + delay
-
-    def fail(self, job: Job, error: BaseException) -> None:
-        """An unexpected error while handling a job: count its items, end the job."""
-        with self.stats.lock:
-            self.stats.last_error = f"internal error: {type(error).__name__}: {error}"
-        self.lose("internal_sdk_error", job.envelope.items)
-        self.finish(job)
-
-    def finish(self, job: Job) -> None:
-        """A job is over (delivered or counted lost)."""
-        self._in_flight -= 1
-        self._finished.add(job.seq)
-        outstanding = self._outstanding
-        while outstanding and outstanding[0] in self._finished:
-            self._finished.discard(heapq.heappop(outstanding))
+            self._flying.pop(attempt.job.seq, None)
+            job = attempt.job
+            if attempt.error is not None:
+                self.stats.last_error = attempt.error
+            if result is REQUEUE:  # never sent: as if it had not been taken
+                self.reports.restore(attempt.report)
+                self.stats.requests -= 1
+                job.attempts -= 1
+                given_back.append(job)
+                self.queued_bytes += job.size
+                continue
+            if attempt.dropped:
+                for reason, items in attempt.dropped:
+                    self.books.lose(reason, items)
+                gone = {id(item) for _, items in attempt.dropped for item in items}
+                attempt.items = [item for item in attempt.items if id(item) not in gone]
+                self._keep_only(job, attempt.items)
+            if result is None:  # nothing was left to send: no request after all
+                self.reports.restore(attempt.report)
+                self.stats.requests -= 1
+                self._finish(job)
+            elif isinstance(result, Response):
+                self._on_response(attempt, result, now)
+            elif isinstance(result, (OSError, ProtocolError)):
+                self._on_error(attempt, result, now, (rand + job.seq * 0.6180339887) % 1.0)
+            else:  # a bug on the way (the driver caught it): it costs the job, not the worker
+                self.stats.last_error = f"internal error: {type(result).__name__}: {result}"
+                self.reports.restore(attempt.report)
+                self.books.lose("internal_sdk_error", attempt.items)
+                self._finish(job)
+        self._ready.extendleft(reversed(given_back))  # first again, in their order
 
     # -- flush and close ----------------------------------------------------------------------
 
-    def mark(self) -> int:
-        """A flush mark: everything submitted so far."""
-        return self._seq
-
     def begin_flush(self) -> Flush:
         """Queue pending client reports and mark everything submitted so far."""
-        self.request_report()
+        self._request_report()
         return Flush(self._seq)
 
     def flushed(self, flush: Flush) -> bool:
@@ -392,54 +229,56 @@ class Engine:
         """Whether every job up to ``mark`` is delivered or counted lost."""
         return not self._outstanding or self._outstanding[0] > mark
 
-    @property
-    def pending(self) -> int:
-        return len(self._ready) + len(self._delayed) + self._in_flight
+    def close(self) -> None:
+        """Stop accepting; what is queued may still be sent until ``abandon``."""
+        self.closed = True
+        self._request_report()
+
+    def abandon(self) -> list[Attempt]:
+        """End everything: count what is queued and what is in flight as lost. Returns the
+        attempts that were in flight (the driver aborts their connections); results reported
+        for them later are ignored, so the books are final now."""
+        self.closed = self.stopped = True
+        jobs = list(self._ready) + [entry[2] for entry in self._delayed]
+        self._ready.clear()
+        self._delayed.clear()
+        self.queued_bytes = 0
+        for job in jobs:
+            self.books.lose(
+                "network_error" if job.attempts else "queue_overflow", job.envelope.items
+            )
+            self._finish(job)
+        flying = list(self._flying.values())
+        self._flying.clear()
+        for attempt in flying:
+            attempt.over = True
+            self.books.lose("network_error", attempt.items)
+            self._finish(attempt.job)
+        return flying
+
+    # -- state --------------------------------------------------------------------------------
 
     @property
     def queued(self) -> int:
         return len(self._ready) + len(self._delayed)
 
-    def close(self) -> None:
-        """Stop accepting; what is queued may still be sent until ``abandon``."""
-        self.closed = True
-        self.request_report()
+    @property
+    def pending(self) -> int:
+        return len(self._ready) + len(self._delayed) + len(self._flying)
 
-    def abandon(self) -> None:
-        """Count everything still queued as lost (the close deadline passed)."""
-        jobs = list(self._ready) + [entry[2] for entry in self._delayed]
-        self._ready.clear()
-        self._delayed.clear()
-        self._queued_bytes = 0
-        for job in jobs:
-            self.lose("network_error" if job.attempts else "queue_overflow", job.envelope.items)
-            self._in_flight += 1  # finish() balances in-flight for every job
-            self.finish(job)
+    def flying(self) -> list[Attempt]:
+        """The attempts in flight (a driver that lost its workers gives them back)."""
+        return list(self._flying.values())
 
-    # -- accounting ---------------------------------------------------------------------------
-
-    def lose(self, reason: str, items: list[Item], report: bool = True) -> None:
-        counted: list[tuple[str, int]] = []
-        for item in items:
-            counted.extend(outcomes(item))
-        if not counted:
-            return
-        self.stats.lose(reason, counted)
-        if report and self.options.send_client_reports:
-            self.reports.record_many(reason, counted)
-
-    def record_lost(self, reason: str, category: str, quantity: int = 1) -> None:
-        """A loss that happened before the transport (sampling, before_send, ...)."""
-        check_reason(reason)
-        if quantity <= 0 or category == "internal":
-            return
-        self.stats.lose(reason, [(category, quantity)], handed_in=False)
-        if self.options.send_client_reports:
-            self.reports.record(reason, category, quantity)
+    @property
+    def ready(self) -> int:
+        """Jobs that could be sent now (a backlog for the workers)."""
+        return len(self._ready)
 
     def healthy(self, now: float) -> bool:
         return (
-            not self.limits.is_limited(ALL, now)
+            not self.stopped
+            and not self.limits.is_limited(ALL, now)
             and self.stats.consecutive_failures < UNHEALTHY_AFTER_FAILURES
             and self.queued < self.options.queue_size
         )
@@ -447,21 +286,121 @@ class Engine:
     def snapshot(self, now: float) -> dict[str, Any]:
         snapshot = self.stats.snapshot()
         snapshot["queued"] = self.queued
-        snapshot["in_flight"] = self._in_flight
+        snapshot["in_flight"] = len(self._flying)
         snapshot["rate_limits"] = self.limits.active(now)
         return snapshot
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _attempt(self, job: Job, now: float) -> Attempt | None:
+        """Start an attempt: rate limits, then the client report riding along. None (the
+        job finished) when nothing is left to send."""
+        if job.first_try is None:
+            job.first_try = now
+        job.attempts += 1
+        items = job.envelope.items
+        if self.limits.deadlines:
+            items, blocked = self.limits.split(items, now)
+            if blocked:
+                self.books.lose("ratelimit_backoff", blocked)
+                self._keep_only(job, items)
+        report: Counts = {}
+        if (
+            self.options.send_client_reports
+            and (items or job.internal)
+            and self.reports
+            and not self.limits.is_limited("internal", now)
+        ):
+            report = self.reports.take()  # while "internal" is limited the counts wait
+            self._last_report = now
+        if job.internal:
+            self._report_queued = False
+        if not items and not report:
+            self._finish(job)
+            return None
+        attempt = Attempt(job, list(items), report)
+        self._flying[job.seq] = attempt
+        self.stats.requests += 1
+        return attempt
+
+    def _on_response(self, attempt: Attempt, response: Response, now: float) -> None:
+        self.limits = self.limits.update(response.status, response.headers, now).pruned(now)
+        outcome = _request.classify(response.status)
+        stats = self.stats
+        stats.consecutive_failures = 0
+        if outcome is Outcome.DELIVERED:
+            if attempt.items:  # not for an engine-made client-report-only envelope
+                stats.deliver(attempt.items)
+        else:
+            stats.last_error = f"HTTP {response.status}"
+            if outcome is Outcome.RATE_LIMITED:
+                self.books.lose("ratelimit_backoff", attempt.items, report=False)
+            else:
+                self.books.lose("send_error", attempt.items)
+        self._finish(attempt.job)
+
+    def _on_error(self, attempt: Attempt, error: BaseException, now: float, rand: float) -> None:
+        job = attempt.job
+        self.reports.restore(attempt.report)  # not lost: it goes with a later request
+        stats = self.stats
+        stats.network_errors += 1
+        stats.consecutive_failures += 1
+        stats.last_error = f"{type(error).__name__}: {error}"
+        delay = None
+        if not self.closed and attempt.items:
+            assert job.first_try is not None
+            delay = self.retry.delay(job.attempts, job.first_try, now, rand)
+        if delay is None:
+            self.books.lose("network_error", attempt.items)
+            self._finish(job)
+            return
+        stats.retries += 1
+        heapq.heappush(self._delayed, (now + delay, job.seq, job))
+        self.queued_bytes += job.size
+
+    def _keep_only(self, job: Job, items: list[Item]) -> None:
+        """What was dropped is counted once: later attempts and abandon see the rest only."""
+        if len(items) != len(job.envelope.items):
+            remaining = Envelope(job.envelope.headers, items)
+            remaining._raw_header = job.envelope._raw_header
+            job.envelope = remaining
+
+    def _request_report(self) -> None:
+        """Queue a client-report-only job now (at flush and close) instead of on the timer;
+        queued at once so that a flush mark taken afterwards covers it."""
+        if self.stopped:
+            return  # nothing is sent any more
+        if self.options.send_client_reports and self.reports and not self._report_queued:
+            self._report_queued = True
+            self._ready.append(self._report_job())
+
+    def _report_job(self) -> Job:
+        return Job(self._next_seq(), Envelope(), 0, internal=True)
+
+    def _finish(self, job: Job) -> None:
+        self._finished.add(job.seq)
+        outstanding = self._outstanding
+        while outstanding and outstanding[0] in self._finished:
+            self._finished.discard(heapq.heappop(outstanding))
 
     def _next_seq(self) -> int:
         self._seq += 1
         heapq.heappush(self._outstanding, self._seq)
         return self._seq
 
-    def _enqueue(self, job: Job) -> None:
-        self._ready.append(job)
-        self._queued_bytes += job.size
 
-
-def _count_events(items: list[Item]) -> int:
-    return sum(1 for item in items if item.headers.get("type") in EVENT_TYPES)
+__all__ = [
+    "IDLE",
+    "MAX_BATCH",
+    "REQUEUE",
+    "STOP",
+    "Action",
+    "Attempt",
+    "Engine",
+    "Flush",
+    "Job",
+    "Result",
+    "Send",
+    "Wait",
+    "should_grow",
+]

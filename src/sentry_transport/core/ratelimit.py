@@ -5,6 +5,11 @@ Order of rules: ``X-Sentry-Rate-Limits`` on every status; if absent and the stat
 ``Retry-After`` (seconds, fractional, or an HTTP date) for all categories; if neither, 60 s
 for all. The longer of an old and a new deadline wins. Unknown categories are ignored, and so
 is a limit naming only unknown ones. A malformed limit is skipped, never raised.
+
+No limit lasts longer than ``MAX_LIMIT`` (one hour) from the answer that set it: a server (or
+a proxy in front of it) that says ``Retry-After: 1e308`` would otherwise stop delivery for
+the life of the process. After an hour one request goes out; a server still limiting us
+answers 429 again and sets the next hour, so the cost of the cap is one request an hour.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from .categories import KNOWN_CATEGORIES, limit_categories
 from .envelope import Item
 
 DEFAULT_RETRY_AFTER = 60.0
+MAX_LIMIT = 3600.0  # seconds: the longest a single answer can limit us for
 ALL = "*"  # the key under which a limit on every category is kept
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
@@ -45,11 +51,11 @@ class RateLimits:
         raw = header(headers, "X-Sentry-Rate-Limits")
         if raw is not None and raw.strip():  # an empty header is no header
             for category, seconds in parse_rate_limits(raw):
-                _keep_longer(new, category, now + seconds)
+                _keep_longer(new, category, now + min(seconds, MAX_LIMIT))
         elif status == 429:
             retry_after = parse_retry_after(header(headers, "Retry-After"), now)
             seconds = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
-            _keep_longer(new, ALL, now + seconds)
+            _keep_longer(new, ALL, now + min(seconds, MAX_LIMIT))
         if not new:
             return self
         merged = dict(self.deadlines)

@@ -9,7 +9,6 @@ returns the method, target, headers and body. ``classify(status)`` maps a status
 from __future__ import annotations
 
 import enum
-import time
 from dataclasses import dataclass
 
 from . import compress as _compress
@@ -52,11 +51,30 @@ def rfc3339(timestamp: float) -> str:
     micros = round((timestamp - seconds) * 1_000_000)
     if micros == 1_000_000:
         seconds, micros = seconds + 1, 0
-    t = time.gmtime(seconds)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{micros:06d}Z"
-    )
+    days, second = divmod(seconds, 86400)
+    year, month, day = _civil(days)
+    hour, rest = divmod(second, 3600)
+    minute, sec = divmod(rest, 60)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{sec:02d}.{micros:06d}Z"
+
+
+def _civil(days: int) -> tuple[int, int, int]:
+    """(year, month, day) of a count of days since 1970-01-01, proleptic Gregorian.
+
+    Counts in 400-year eras of 146,097 days from 0000-03-01, so that the leap day is the last
+    day of a year and months have a fixed offset table (153 days per 5 months).
+    """
+    days += 719_468
+    era, day_of_era = divmod(days, 146_097)
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146_096
+    ) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted_month = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * shifted_month + 2) // 5 + 1
+    month = shifted_month + 3 if shifted_month < 10 else shifted_month - 9
+    year = year_of_era + era * 400 + (month <= 2)
+    return year, month, day
 
 
 def build(

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import ssl
 
-from .core.errors import ConfigurationError
-from .core.options import TransportOptions
+from ..core.errors import ConfigurationError
+from ..core.options import TransportOptions
 
 
 def ssl_context(options: TransportOptions) -> ssl.SSLContext:
@@ -22,6 +22,15 @@ def ssl_context(options: TransportOptions) -> ssl.SSLContext:
         if options.cert_file:
             context.load_cert_chain(options.cert_file, options.key_file)
     except (OSError, ssl.SSLError) as exc:
-        which = "cert_file/key_file" if options.cert_file else "ca_certs"
+        if options.cert_file:
+            which = f"cert_file/key_file ({options.cert_file!r}, {options.key_file!r})"
+        else:
+            which = f"ca_certs ({options.ca_certs!r})"
         raise ConfigurationError(f"cannot load the TLS files of option {which}: {exc}") from None
     return context
+
+
+def proxy_context() -> ssl.SSLContext:
+    """For an https:// proxy: verified against the system's CAs (the options' CA bundle is
+    for the Sentry server)."""
+    return ssl.create_default_context()

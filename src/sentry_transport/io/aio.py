@@ -1,0 +1,102 @@
+"""Asyncio streams for the core's HTTP connection, and the runner for asyncio generators.
+
+``AsyncioStream`` implements the connection's calls as coroutines over
+``asyncio.open_connection``; ``start_tls`` needs Python 3.11 (https through a proxy).
+``abort()`` drops the transport at once. ``forget()`` is for a forked child: it closes the
+child's copy of the descriptor without telling the loop, whose epoll the child shares with
+its parent (unregistering it would deafen the parent's loop).
+
+``arun(generator)`` awaits each ``(callable, *args)`` call a generator yields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Generator
+from typing import Any
+
+_ORPHANS: list[Any] = []  # a forked child's inherited streams: never finalized
+
+
+class AsyncioStream:
+    def __init__(self) -> None:
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def connect(
+        self, host: str, port: int, tls: Any, server_hostname: str, deadline: float
+    ) -> None:
+        self.abort()
+        opening = asyncio.open_connection(
+            host, port, ssl=tls, server_hostname=server_hostname if tls is not None else None
+        )
+        self._reader, self._writer = await asyncio.wait_for(opening, _remaining(deadline))
+
+    async def start_tls(self, tls: Any, server_hostname: str, deadline: float) -> None:
+        writer = self._live()
+        upgrade = writer.start_tls(tls, server_hostname=server_hostname)  # type: ignore[attr-defined,unused-ignore]
+        await asyncio.wait_for(upgrade, _remaining(deadline))
+
+    async def send(self, data: bytes, deadline: float) -> None:
+        writer = self._live()
+        writer.write(data)
+        await asyncio.wait_for(writer.drain(), _remaining(deadline))
+
+    async def recv(self, deadline: float) -> bytes:
+        self._live()
+        assert self._reader is not None
+        return await asyncio.wait_for(self._reader.read(65536), _remaining(deadline))
+
+    async def close(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+
+    def close_now(self) -> None:
+        """The owner, done with it (no await needed)."""
+        self.abort()
+
+    def forget(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is None:
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                os.close(sock.fileno())
+        _ORPHANS.append(writer)
+
+    def _live(self) -> asyncio.StreamWriter:
+        if self._writer is None:
+            raise ConnectionAbortedError("the connection is closed")
+        return self._writer
+
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("timed out")
+    return remaining
+
+
+async def arun(generator: Generator[tuple[Any, ...], Any, Any]) -> Any:
+    """Execute a generator of awaitable calls to its end; its return value is ours."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op = generator.send(value) if error is None else generator.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        error = value = None
+        try:
+            value = await op[0](*op[1:])
+        except BaseException as exc:  # handed to the generator, which decides
+            error = exc

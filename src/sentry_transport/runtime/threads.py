@@ -1,0 +1,91 @@
+"""Threads: workers are daemon threads over blocking sockets (the default runtime).
+
+Also what a gevent- or eventlet-patched process gets: the thread, event and socket objects are
+looked up when made, so after patching they are green. ``patched()`` tells the pump that the
+process was patched after the runtime was made, so that it rebuilds (see pump.py).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from ..core.engine import Attempt
+from ..core.envelope import Envelope
+from ..core.options import TransportOptions
+from ..io import tls
+from ..io.sockets import SocketStream, run
+
+
+class Threads:
+    name = "threads"
+    inline = False  # workers of its own (the sync runtime sends on the caller's thread)
+    run = staticmethod(run)  # how a blocking caller runs the pump's generators
+
+    def __init__(self) -> None:
+        self._made_with = (socket.socket, threading.Lock)
+
+    def attach(self, pump: Any) -> None:
+        """The pump this runtime serves (event-loop runtimes watch their loop for it)."""
+
+    def patched(self) -> bool:
+        return (socket.socket, threading.Lock) != self._made_with
+
+    def wake(self) -> threading.Event:
+        return threading.Event()
+
+    def spawn(self, work: Callable[[], Generator[Any, Any, Any]], name: str) -> bool:
+        threading.Thread(target=lambda: run(work()), name=name, daemon=True).start()
+        return True
+
+    def stream(self) -> SocketStream:
+        return SocketStream()
+
+    def tls(self, options: TransportOptions) -> Any:
+        return tls.ssl_context(options)
+
+    def proxy_tls(self) -> Any:
+        return tls.proxy_context()
+
+    @staticmethod
+    def encode(
+        encode: Callable[[Attempt, float], None], attempts: list[Attempt], now: float
+    ) -> None:
+        for attempt in attempts:
+            encode(attempt, now)
+
+    sleep = staticmethod(time.sleep)
+
+    @staticmethod
+    def measure(envelope: Envelope) -> int:
+        """Bytes an envelope holds: its JSON is encoded here (a worker, or the caller for its
+        own envelope), which sending needs anyway. What cannot be encoded is counted by its
+        estimate and left for the engine to count as lost when it prepares the request."""
+        size = 0
+        for item in envelope.items:
+            try:
+                size += len(item.payload)
+            except (TypeError, ValueError, RecursionError):
+                size += item.size_hint()
+        return size
+
+    @classmethod
+    def measure_all(cls, envelopes: list[Envelope]) -> list[int]:
+        return [cls.measure(envelope) for envelope in envelopes]
+
+    def after_fork(self) -> None:
+        """Nothing to drop: a child has no threads but the one that forked."""
+
+    def at_exit(self, pump: Any) -> None:
+        """Interpreter exit: close within the shutdown timeout, on the exiting thread."""
+        run(pump.close(time.monotonic() + pump.options.shutdown_timeout))
+
+
+class Inline(Threads):
+    """The sync runtime: no workers; the pump sends on the caller's thread."""
+
+    name = "inline"
+    inline = True

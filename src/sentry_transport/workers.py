@@ -1,0 +1,313 @@
+"""The workers: capture, the worker loop, growth and sending, written once for every runtime.
+
+``Workers`` (the base of ``pump.Pump``, which adds the lifecycle) owns a transport's engine
+(all policy) and drives it over a runtime (threads, asyncio, gevent, ...; see runtime/). Its
+loops are generators that yield the calls they need (``(callable, *args)``: a wait, an
+encode, the connection's socket calls) and the runtime's runner executes them: blocking for
+threads and green threads, awaited on an event loop.
+
+Capture never waits on the workers: below ``INBOX_UNMEASURED`` envelopes it is a lock-free
+append to the inbox; past that (the workers are behind) the caller measures its own envelope
+and submits it under the lock, so the bounds hold from the moment of capture. A worker moves
+the inbox into the engine (measuring outside the lock), asks the engine what to do, encodes
+outside the lock, sends, and reports every result in one lock round. Logging: one warning
+when delivery starts failing, one info when it recovers (delivery.py), debug per request.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Generator
+from typing import Any
+
+from . import delivery
+from .core import proxy as _proxy
+from .core.actions import SLOW_ROUND_TRIP
+from .core.connection import HttpConnection
+from .core.dsn import Dsn
+from .core.engine import (
+    MAX_BATCH,
+    REQUEUE,
+    STOP,
+    Attempt,
+    Engine,
+    Job,
+    Result,
+    Send,
+    Wait,
+    should_grow,
+)
+from .core.envelope import Envelope
+
+INBOX_UNMEASURED = 64  # envelopes held before they are measured, at the most
+Steps = Generator[tuple[Any, ...], Any, Any]
+
+wall = time.time  # the engine's clock (rate limits, sent_at)
+monotonic = time.monotonic  # deadlines
+
+
+class Workers:
+    def __init__(self, dsn: Dsn, runtime: Any) -> None:
+        self.dsn = dsn
+        self.options = dsn.options
+        self.runtime = runtime
+        self.engine = Engine(dsn)
+        self.proxy = _proxy.select(dsn, os.environ)
+        self.generation = 0  # bumped by a fork or a rebuild: older workers stop, report nothing
+        runtime.attach(self)
+        self._contexts()
+        self._fresh()
+
+    def _contexts(self) -> None:
+        https = self.dsn.scheme == "https"
+        self.tls = self.runtime.tls(self.options) if https else None
+        use_proxy_tls = self.proxy is not None and self.proxy.scheme == "https"
+        self.proxy_tls = self.runtime.proxy_tls() if use_proxy_tls else None
+
+    def _fresh(self) -> None:
+        self.lock = threading.Lock()
+        self.io_lock = threading.Lock()  # inline runtimes: one request at a time
+        self.inbox: deque[Envelope] = deque()
+        self.workers = 0
+        self.idle: list[Any] = []  # wakes of workers waiting for work
+        self.watchers: list[Any] = []  # wakes of flush/close waiting for progress
+        self.connections: set[HttpConnection] = set()
+        self.draining = False
+        self.inline = self.runtime.inline
+        self.inline_conn: HttpConnection | None = None
+        self.round_trip = 0.0  # seconds per request in the last round
+        self.cpu_busy = 0.0  # process CPU seconds per second in the last round
+        self.failing: str | None = None  # what the last warning said is wrong
+        self.pid = os.getpid()
+
+    # -- capture (any thread) -----------------------------------------------------------------
+
+    def capture(self, envelope: Envelope) -> None:
+        engine, inbox = self.engine, self.inbox
+        if not self.inline and not engine.closed and len(inbox) < INBOX_UNMEASURED:
+            inbox.append(envelope)
+            if self.idle or not self.workers:  # read after the append: see _work
+                self._kick()
+            else:
+                waiting = len(inbox)
+                if not waiting & (waiting - 1):  # a backlog builds up: 1, 2, 4, ... waiting
+                    self._grow()
+            return
+        size = self.runtime.measure(envelope)
+        with self.lock:
+            job = engine.submit(envelope, wall(), size)
+        if job is None:
+            return
+        if self.inline:
+            with self.io_lock:
+                self.runtime.run(self._send_now(job))
+        else:
+            self._kick()
+
+    def _kick(self) -> None:
+        with self.lock:
+            wake = self.idle.pop() if self.idle else None
+            spawn = wake is None and self._may_start(first=True)
+        if wake is not None:
+            wake.set()
+        elif spawn:
+            self._spawn()
+
+    def _grow(self) -> None:
+        with self.lock:
+            spawn = self._may_start(first=False)
+        if spawn:
+            self._spawn()
+
+    def _may_start(self, first: bool) -> bool:
+        """Under the lock: count a new worker in if one should start now."""
+        if self.inline or self.engine.stopped:
+            return False
+        if first:
+            if self.workers or not (self.inbox or self.engine.pending):
+                return False
+        elif not should_grow(
+            self.workers,
+            len(self.idle),
+            self.engine.ready + len(self.inbox),
+            self._slowest(),
+            self.cpu_busy,
+            self.options.max_connections,
+        ):
+            return False
+        self.workers += 1
+        return True
+
+    def _slowest(self) -> float:
+        """The last round trip, or how long the oldest request in flight has taken so far."""
+        now = monotonic()
+        waited = [now - c.since for c in self.connections if c.since]
+        return max([self.round_trip, *waited])
+
+    def _spawn(self) -> None:
+        try:
+            started = self.runtime.spawn(self._work, f"sentry-transport-{self.workers}")
+        except RuntimeError:  # no new threads at interpreter exit (Python 3.12.0-3.12.2)
+            started = False
+            self.inline = True  # flush and close send on the caller's thread
+        if not started:  # (asyncio: no loop to run on yet)
+            with self.lock:
+                self.workers -= 1
+
+    def never_started(self) -> None:
+        """The runtime dropped a worker before it ran (a task cancelled at the loop's end)."""
+        with self.lock:
+            self.workers -= 1
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _connection(self) -> HttpConnection:
+        return HttpConnection(
+            self.dsn,
+            self.runtime.stream(),
+            proxy=self.proxy,
+            tls=self.tls,
+            proxy_tls=self.proxy_tls,
+        )
+
+    def _work(self) -> Steps:
+        """One worker: its own connection; runs until the transport stops."""
+        generation = self.generation
+        wake = self.runtime.wake()
+        conn = self._connection()
+        with self.lock:
+            self.connections.add(conn)
+        try:
+            while generation == self.generation:
+                yield from self._drain()
+                chain = None
+                with self.lock:
+                    engine = self.engine
+                    action = engine.next_action(wall(), self._batch())
+                    if isinstance(action, Send):
+                        grow = self._may_start(first=False)
+                        if engine.ready and self.idle:
+                            chain = self.idle.pop()  # more work: a waiting peer takes some
+                    elif action is STOP:
+                        return
+                    else:
+                        wake.clear()
+                        if wake not in self.idle:
+                            self.idle.append(wake)
+                        # the engine may have finished jobs without a send (rate limited)
+                        watchers, self.watchers = self.watchers, []
+                if isinstance(action, Send):
+                    if chain is not None:
+                        chain.set()
+                    if grow:
+                        self._spawn()
+                    yield from self._send(conn, action.attempts)
+                    continue
+                for watcher in watchers:
+                    watcher.set()
+                if self.inbox:  # counted idle first, then looked: no capture is missed
+                    continue
+                timeout = max(0.0, action.until - wall()) if isinstance(action, Wait) else None
+                if not (yield (wake.wait, timeout)):
+                    with self.lock:
+                        if wake in self.idle:
+                            self.idle.remove(wake)
+        finally:
+            with self.lock:
+                if generation == self.generation:
+                    self.workers -= 1
+                    self.connections.discard(conn)
+                    if wake in self.idle:
+                        self.idle.remove(wake)
+            conn.stream.close_now()
+
+    def _batch(self) -> int:
+        """Jobs to take this round: one while round trips are slow or not yet measured (the
+        server's latency limits: spread the backlog over workers), else a share of it."""
+        if not 0.0 < self.round_trip <= SLOW_ROUND_TRIP:
+            return 1
+        return max(1, min(MAX_BATCH, self.engine.ready // max(1, self.workers)))
+
+    def _drain(self) -> Steps:
+        """Move the inbox into the engine; sizes are measured outside the lock."""
+        inbox = self.inbox
+        if not inbox:
+            return
+        with self.lock:
+            if self.draining:
+                return
+            self.draining = True
+        batch: list[Envelope] = []
+        sizes: list[int] | None = None
+        try:
+            while inbox and len(batch) < 256:
+                batch.append(inbox.popleft())
+            sizes = yield (self.runtime.measure_all, batch)
+        finally:
+            with self.lock:
+                self.draining = False
+                now = wall()
+                for i, envelope in enumerate(batch):
+                    self.engine.submit(envelope, now, sizes[i] if sizes else None)
+
+    def _send(self, conn: HttpConnection, attempts: list[Attempt], deadline: float = 0.0) -> Steps:
+        """Encode, send one after another on ``conn``, report every result in one round.
+
+        After a failure the rest go back to the engine (REQUEUE), which decides them afresh:
+        a 429's limits apply to them, a network error's backoff to the one that failed.
+        """
+        generation = self.generation
+        started, cpu = monotonic(), time.process_time()
+        yield (self.runtime.encode, self.engine.encode, attempts, wall())
+        results: list[tuple[Attempt, Result]] = []
+        try:
+            for attempt in attempts:
+                request = attempt.request
+                if request is None:
+                    results.append((attempt, None))
+                    continue
+                if attempt.over:
+                    break
+                conn.since = begun = monotonic()
+                limit = begun + self.options.timeout
+                try:
+                    response = yield from conn.exchange(request, min(limit, deadline or limit))
+                except Exception as exc:  # the engine tells a network error from a bug
+                    results.append((attempt, exc))
+                    break
+                finally:
+                    conn.since = 0.0
+                self.round_trip = monotonic() - begun
+                results.append((attempt, response))
+                if not 200 <= response.status < 300:
+                    break
+        finally:
+            results += [(attempt, REQUEUE) for attempt in attempts[len(results) :]]
+            self.cpu_busy = (time.process_time() - cpu) / max(monotonic() - started, 1e-6)
+            if generation == self.generation:
+                self._report(results)
+
+    def _report(self, results: list[tuple[Attempt, Result]]) -> None:
+        with self.lock:
+            self.engine.on_results(results, wall(), random.random())
+            watchers, self.watchers = self.watchers, []
+            self.failing = delivery.log_results(self, results)
+        for wake in watchers:
+            wake.set()
+
+    def _send_now(self, job: Job) -> Steps:
+        """Inline runtimes: send the caller's own envelope now."""
+        with self.lock:
+            action = self.engine.start(job, wall())
+        if action is not None:
+            yield from self._send(self._inline(), action.attempts)
+
+    def _inline(self) -> HttpConnection:
+        if self.inline_conn is None:
+            self.inline_conn = self._connection()
+            self.connections.add(self.inline_conn)
+        return self.inline_conn

@@ -1,0 +1,288 @@
+"""Lifecycle rules every transport keeps (pump.py), each checked against a live sink.
+
+- close(t) with requests in flight: the books are final when it returns, nothing more is
+  sent after, and it keeps its deadline;
+- the end of a program without close delivers within shutdown_timeout (threads: at exit;
+  asyncio: when asyncio.run returns; a loop-less asyncio script: at exit);
+- memory: 20,000 x 100 KB into a small queue_bytes against a dead server stays bounded, and
+  no capture waits;
+- a stale keep-alive resend keeps the first try's deadline;
+- a threaded transport made before gevent's monkey-patching keeps working after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sentry_transport import Envelope, make_transport
+from sentry_transport.testing import Hang, Respond, Sink
+
+pytestmark = pytest.mark.network
+
+FAST = {"timeout": 1.0, "retry_attempts": 2, "retry_backoff": 0.05, "retry_deadline": 5.0}
+SRC = os.path.join(os.path.dirname(__file__), "..", "src")
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    with Sink() as started:
+        yield started
+
+
+def event(tag: str) -> Envelope:
+    return Envelope.for_event({"message": {"formatted": tag}, "level": "error"})
+
+
+def books(transport: object) -> dict[str, object]:
+    """stats() without what is not accounting (the worker count falls as threads end)."""
+    stats = transport.stats()  # type: ignore[attr-defined]
+    return {key: value for key, value in stats.items() if key != "workers"}
+
+
+def run_script(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
+
+
+# -- close with requests in flight --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["threaded", "asyncio"])
+def test_close_with_requests_in_flight_leaves_final_books(sink: Sink, backend: str) -> None:
+    sink.default = Hang(10)
+    transport = make_transport(f"{backend}+{sink.dsn}", timeout=5.0, max_connections=4)
+    if backend == "asyncio":  # a loop in a helper thread, driven through the sync API
+        pytest.importorskip("asyncio")
+        import asyncio
+        import threading
+
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        from sentry_transport import AsyncioTransport
+
+        transport = AsyncioTransport(sink.dsn, loop=loop, timeout=5.0, max_connections=4)
+    for i in range(50):
+        transport.capture_envelope(event(f"stuck{i}"))
+    assert sink.wait_for_requests(2, timeout=5)  # requests are in flight
+    started = time.monotonic()
+    transport.close(1.0)
+    assert time.monotonic() - started < 1.5
+    stats = books(transport)
+    assert stats["events"] == {"accepted": 50, "delivered": 0, "lost": 50}, stats
+    requests = len(sink.requests)
+    time.sleep(1.2)  # long enough for a resend on a new connection to show
+    assert books(transport) == stats  # final: nothing moved after close returned
+    assert len(sink.requests) == requests  # and nothing more was sent
+    if backend == "asyncio":
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_sync_close_during_a_capture_keeps_its_deadline(sink: Sink) -> None:
+    import threading
+
+    sink.default = Hang(10)
+    transport = make_transport(f"sync+{sink.dsn}", timeout=5.0)
+    capturing = threading.Thread(target=transport.capture_envelope, args=(event("stuck"),))
+    capturing.start()
+    assert sink.wait_for_requests(1, timeout=5)
+    started = time.monotonic()
+    transport.close(0.5)
+    assert time.monotonic() - started < 1.0
+    capturing.join(2)  # the aborted request fails at once
+    assert not capturing.is_alive()
+    stats = transport.stats()
+    assert stats["events"] == {"accepted": 1, "delivered": 0, "lost": 1}, stats
+    assert stats["lost"] == {"network_error": {"error": 1}}
+
+
+# -- the end of a program without close ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sync", "threaded"])
+def test_program_end_without_close_delivers(sink: Sink, backend: str) -> None:
+    sink.default = Respond(200, delay=0.01)
+    done = run_script(
+        f"""
+        from sentry_transport import make_transport
+        t = make_transport("{backend}+{sink.dsn}", shutdown_timeout=10)
+        for i in range(100):
+            t.capture_event({{"message": {{"formatted": f"e{{i}}"}}}})
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert sink.wait_for(100, timeout=10)
+    assert len(sink.envelopes) == 100
+
+
+def test_asyncio_run_returning_without_aclose_delivers(sink: Sink) -> None:
+    sink.default = Respond(200, delay=0.01)
+    done = run_script(
+        f"""
+        import asyncio, json
+        from sentry_transport import AsyncioTransport
+        async def main():
+            global t
+            t = AsyncioTransport("{sink.dsn}", shutdown_timeout=10)
+            for i in range(100):
+                t.capture_event({{"message": {{"formatted": f"e{{i}}"}}}})
+        asyncio.run(main())
+        print(json.dumps(t.stats()["events"]))  # books final when asyncio.run returned
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"accepted": 100, "delivered": 100, "lost": 0}
+    assert len(sink.envelopes) == 100
+
+
+def test_asyncio_transport_with_no_loop_warns_and_delivers(sink: Sink) -> None:
+    done = run_script(
+        f"""
+        import logging, sys
+        logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+        from sentry_transport import AsyncioTransport
+        t = AsyncioTransport("{sink.dsn}")  # made at import time: no loop runs
+        for i in range(10):
+            t.capture_event({{"message": {{"formatted": f"e{{i}}"}}}})
+        print(t.flush(5), t.stats()["events"]["delivered"])
+        t.capture_event({{"message": {{"formatted": "at exit"}}}})
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "10"]
+    assert done.stderr.count("no event loop running") == 1, done.stderr
+    assert sink.wait_for(11, timeout=5)  # the last one went at interpreter exit
+
+
+# -- memory and caller cost ---------------------------------------------------------------------
+
+
+def test_queue_bytes_bounds_memory_from_capture_on(tmp_path: object) -> None:
+    done = run_script(
+        """
+        import json, resource, socket, time
+        from sentry_transport import make_transport
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # nobody listens: every request is refused
+        t = make_transport(f"http://k@127.0.0.1:{port}/1", queue_bytes=16 << 20,
+                           retry_backoff=5, timeout=1)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        worst = 0.0
+        for i in range(20_000):
+            blob = "x" * 100_000 + str(i)  # distinct, so nothing is shared
+            event = {"message": {"formatted": f"e{i}"}, "extra": {"blob": blob}}
+            started = time.perf_counter()
+            t.capture_event(event)
+            worst = max(worst, time.perf_counter() - started)
+            del event
+        grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+        stats = t.stats()
+        print(json.dumps({"grown_mib": grown, "worst_ms": worst * 1000,
+                          "lost": stats["lost"], "accepted": stats["accepted"]}))
+        t.close(0)
+        """,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["accepted"] == 20_000
+    assert result["lost"]["queue_overflow"]["error"] > 19_000
+    # 16 MiB of queue, at most 64 unmeasured envelopes (6.4 MB) and the interpreter's slack
+    assert result["grown_mib"] < 64, result
+    assert result["worst_ms"] < 100, result  # no capture encoded the backlog or waited
+
+
+# -- deadlines through a stale keep-alive resend ------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sync", "threaded"])
+def test_stale_resend_keeps_the_first_deadline(sink: Sink, backend: str) -> None:
+    transport = make_transport(f"{backend}+{sink.dsn}", **{**FAST, "retry_attempts": 0})
+    transport.capture_envelope(event("first"))
+    assert transport.flush(5)  # a keep-alive connection is open now
+    # On the reused socket the server reads the request, says nothing for 0.8 s and closes:
+    # the transport takes it for a stale socket and sends again, which then hangs.
+    sink.script(Hang(0.8), Hang(10))
+    started = time.monotonic()
+    transport.capture_envelope(event("second"))
+    assert transport.flush(5)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0 + 0.4, elapsed  # one timeout in all, not 0.8 s plus a fresh one
+    assert transport.stats()["lost"] == {"network_error": {"error": 1}}
+    transport.close(1)
+
+
+# -- made before monkey-patching ----------------------------------------------------------------
+
+
+def test_threaded_made_before_gevent_patching_works_after(sink: Sink) -> None:
+    pytest.importorskip("gevent")
+    done = run_script(
+        f"""
+        from sentry_transport import make_transport
+        t = make_transport("{sink.dsn}")  # a preloading server makes it before patching
+        from gevent import monkey
+        monkey.patch_all()
+        for i in range(20):
+            t.capture_event({{"message": {{"formatted": f"e{{i}}"}}}})
+        print(t.flush(5), t.stats()["events"]["delivered"])
+        t.close(2)
+        """,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "20"]
+    assert len(sink.envelopes) == 20
+
+
+# -- concurrency: the ledger is the engine's, under the pump's lock -----------------------------
+
+
+@pytest.mark.parametrize("backend", ["sync", "threaded"])
+def test_losses_recorded_from_many_threads_are_reported_exactly(sink: Sink, backend: str) -> None:
+    import threading
+
+    transport = make_transport(f"{backend}+{sink.dsn}", **FAST)
+    start = threading.Barrier(8)
+
+    def work(n: int) -> None:
+        start.wait()
+        for i in range(300):
+            transport.record_lost_event("sample_rate", "transaction" if n % 2 else "span", 1)
+            if i % 50 == 0:
+                transport.capture_envelope(event(f"t{n}-{i}"))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert transport.flush(5)
+    totals: dict[tuple[str, str], int] = {}
+    for envelope in sink.envelopes:
+        for item in envelope.items:
+            if item.type == "client_report":
+                for entry in item.json["discarded_events"]:
+                    key = (entry["reason"], entry["category"])
+                    totals[key] = totals.get(key, 0) + entry["quantity"]
+    assert totals == {("sample_rate", "transaction"): 1200, ("sample_rate", "span"): 1200}
+    assert transport.stats()["events"] == {"accepted": 48, "delivered": 48, "lost": 0}
+    transport.close(1)

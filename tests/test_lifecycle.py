@@ -1,12 +1,11 @@
-"""Lifecycle rules every transport keeps (pump.py), each checked against a live sink.
+"""Lifecycle rules (pump.py) that need a process of their own or one runtime, checked
+against a live sink (the rest are scenarios of the conformance suite: close with requests in
+flight, a stale resend within the deadline, fork):
 
-- close(t) with requests in flight: the books are final when it returns, nothing more is
-  sent after, and it keeps its deadline;
 - the end of a program without close delivers within shutdown_timeout (threads: at exit;
   asyncio: when asyncio.run returns; a loop-less asyncio script: at exit);
 - memory: 20,000 x 100 KB into a small queue_bytes against a dead server stays bounded, and
   no capture waits;
-- a stale keep-alive resend keeps the first try's deadline;
 - a threaded transport made before gevent's monkey-patching keeps working after it.
 """
 
@@ -17,34 +16,22 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Iterator
 
 import pytest
 
-from sentry_transport import Envelope, make_transport
-from sentry_transport.testing import Hang, Respond, Sink
+from sentry_transport import make_transport
+from sentry_transport.testing import Respond, Sink
+from sentry_transport.testing.conformance import FAST
+from sentry_transport.testing.conformance._base import event
 
 pytestmark = pytest.mark.network
 
-FAST = {"timeout": 1.0, "retry_attempts": 2, "retry_backoff": 0.05, "retry_deadline": 5.0}
 SRC = os.path.join(os.path.dirname(__file__), "..", "src")
 
 
 @pytest.fixture
-def sink() -> Iterator[Sink]:
-    with Sink() as started:
-        yield started
-
-
-def event(tag: str) -> Envelope:
-    return Envelope.for_event({"message": {"formatted": tag}, "level": "error"})
-
-
-def books(transport: object) -> dict[str, object]:
-    """stats() without what is not accounting (the worker count falls as threads end)."""
-    stats = transport.stats()  # type: ignore[attr-defined]
-    return {key: value for key, value in stats.items() if key != "workers"}
+def sink(sentry_sink: Sink) -> Sink:
+    return sentry_sink
 
 
 def run_script(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -57,60 +44,6 @@ def run_script(code: str, timeout: float = 60) -> subprocess.CompletedProcess[st
         check=False,
         env=env,
     )
-
-
-# -- close with requests in flight --------------------------------------------------------------
-
-
-@pytest.mark.parametrize("backend", ["threaded", "asyncio"])
-def test_close_with_requests_in_flight_leaves_final_books(sink: Sink, backend: str) -> None:
-    sink.default = Hang(10)
-    transport = make_transport(f"{backend}+{sink.dsn}", timeout=5.0, max_connections=4)
-    if backend == "asyncio":  # a loop in a helper thread, driven through the sync API
-        pytest.importorskip("asyncio")
-        import asyncio
-        import threading
-
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, daemon=True)
-        thread.start()
-        from sentry_transport import AsyncioTransport
-
-        transport = AsyncioTransport(sink.dsn, loop=loop, timeout=5.0, max_connections=4)
-    for i in range(50):
-        transport.capture_envelope(event(f"stuck{i}"))
-    assert sink.wait_for_requests(2, timeout=5)  # requests are in flight
-    started = time.monotonic()
-    transport.close(1.0)
-    assert time.monotonic() - started < 1.5
-    stats = books(transport)
-    assert stats["events"] == {"accepted": 50, "delivered": 0, "lost": 50}, stats
-    requests = len(sink.requests)
-    time.sleep(1.2)  # long enough for a resend on a new connection to show
-    assert books(transport) == stats  # final: nothing moved after close returned
-    assert len(sink.requests) == requests  # and nothing more was sent
-    if backend == "asyncio":
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
-
-
-def test_sync_close_during_a_capture_keeps_its_deadline(sink: Sink) -> None:
-    import threading
-
-    sink.default = Hang(10)
-    transport = make_transport(f"sync+{sink.dsn}", timeout=5.0)
-    capturing = threading.Thread(target=transport.capture_envelope, args=(event("stuck"),))
-    capturing.start()
-    assert sink.wait_for_requests(1, timeout=5)
-    started = time.monotonic()
-    transport.close(0.5)
-    assert time.monotonic() - started < 1.0
-    capturing.join(2)  # the aborted request fails at once
-    assert not capturing.is_alive()
-    stats = transport.stats()
-    assert stats["events"] == {"accepted": 1, "delivered": 0, "lost": 1}, stats
-    assert stats["lost"] == {"network_error": {"error": 1}}
 
 
 # -- the end of a program without close ---------------------------------------------------------
@@ -208,26 +141,6 @@ def test_queue_bytes_bounds_memory_from_capture_on(tmp_path: object) -> None:
     # 16 MiB of queue, at most 64 unmeasured envelopes (6.4 MB) and the interpreter's slack
     assert result["grown_mib"] < 64, result
     assert result["worst_ms"] < 100, result  # no capture encoded the backlog or waited
-
-
-# -- deadlines through a stale keep-alive resend ------------------------------------------------
-
-
-@pytest.mark.parametrize("backend", ["sync", "threaded"])
-def test_stale_resend_keeps_the_first_deadline(sink: Sink, backend: str) -> None:
-    transport = make_transport(f"{backend}+{sink.dsn}", **{**FAST, "retry_attempts": 0})
-    transport.capture_envelope(event("first"))
-    assert transport.flush(5)  # a keep-alive connection is open now
-    # On the reused socket the server reads the request, says nothing for 0.8 s and closes:
-    # the transport takes it for a stale socket and sends again, which then hangs.
-    sink.script(Hang(0.8), Hang(10))
-    started = time.monotonic()
-    transport.capture_envelope(event("second"))
-    assert transport.flush(5)
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.0 + 0.4, elapsed  # one timeout in all, not 0.8 s plus a fresh one
-    assert transport.stats()["lost"] == {"network_error": {"error": 1}}
-    transport.close(1)
 
 
 # -- made before monkey-patching ----------------------------------------------------------------

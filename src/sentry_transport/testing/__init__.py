@@ -30,7 +30,10 @@ from .proxy import Proxy
 from .sink import Sink
 
 if _plugin.HAVE_PYTEST:
-    from .plugin import sentry_sink  # noqa: F401 -- found here by pytest's plugin loader
+    from .plugin import (  # noqa: F401 -- found here by pytest's plugin loader
+        pytest_configure,
+        sentry_sink,
+    )
 
 __all__ = [
     "MAX_BODY",

@@ -21,6 +21,10 @@ else:
 
 if HAVE_PYTEST:
 
+    def pytest_configure(config: pytest.Config) -> None:
+        """The marker the conformance suite's scenarios carry."""
+        config.addinivalue_line("markers", "network: opens sockets on 127.0.0.1 only")
+
     @pytest.fixture
     def sentry_sink() -> Iterator[Sink]:
         """A started ``Sink`` on 127.0.0.1, stopped after the test."""

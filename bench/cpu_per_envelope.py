@@ -1,0 +1,593 @@
+"""Client CPU per delivered envelope, and throughput: sentry_sdk vs our transports, now and
+at an older baseline, each measured in a process of its own.
+
+Every (peer, scenario, repeat) is one child process (``--child``), so that
+``getrusage(RUSAGE_SELF)`` (user + system, all threads) counts that client and nothing else.
+The sink (``python -m sentry_transport.testing --quiet``) is a further process. A child
+builds its envelopes first, then times capture + flush, then asks the transport how many it
+delivered. See bench/README.md for the columns.
+
+    .venv/bin/python bench/cpu_per_envelope.py [--repeats 3] [--scale 1.0] [--baseline DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO_SRC = HERE.parent / "src"
+BATCH = 90  # sentry_sdk keeps at most 100 jobs queued: feed it 90, then flush
+FLUSH_TIMEOUT = 60.0
+CHILD_TIMEOUT = 120.0
+SINK_START_TIMEOUT = 15.0
+KINDS = ("sdk", "threaded", "sync", "asyncio")
+
+
+# -- the child: one client, one measurement ---------------------------------------------------
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def make_events(kind: str, count: int) -> list[dict[str, Any]]:
+    from events import large_event, small_event  # bench/events.py, next to this file
+
+    template = small_event() if kind == "small" else large_event(100_000)
+    return [{**template, "event_id": uuid.uuid4().hex} for _ in range(count)]
+
+
+class Clock:
+    """CPU and wall time of the measured stretch, and the most threads (and, on a running
+    event loop, tasks other than the benchmark's own) seen alive in it."""
+
+    def __init__(self) -> None:
+        self.threads = threading.active_count()
+        self.tasks: int | None = None
+
+    def start(self) -> None:
+        self.wall0 = time.perf_counter()
+        self.cpu0 = cpu_seconds()
+
+    def sample(self, loop: bool = False) -> None:
+        self.threads = max(self.threads, threading.active_count())
+        if loop:
+            import asyncio
+
+            self.tasks = max(self.tasks or 0, len(asyncio.all_tasks()) - 1)
+
+    def stop(self) -> dict[str, float]:
+        cpu = cpu_seconds() - self.cpu0
+        wall = time.perf_counter() - self.wall0
+        return {"cpu": cpu, "wall": wall}
+
+
+def child_sdk(dsn: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    import gc
+
+    import sentry_sdk
+    from sentry_sdk.consts import DEFAULT_OPTIONS
+    from sentry_sdk.envelope import Envelope
+    from sentry_sdk.transport import HttpTransport
+
+    class Counted(HttpTransport):  # type: ignore[misc]
+        """The sdk's default transport; only counts 2xx answers to event envelopes and the
+        envelopes its no-op ``on_dropped_event`` hook reports."""
+
+        delivered = 0
+        dropped = 0
+
+        def on_dropped_event(self, reason: str) -> None:
+            self.dropped += 1
+
+        def _handle_response(self, response: Any, envelope: Any) -> None:
+            super()._handle_response(response=response, envelope=envelope)
+            if 200 <= response.status < 300 and envelope is not None and envelope.get_event():
+                self.delivered += 1
+
+    envelopes = []
+    for event in events:
+        envelope = Envelope(headers={"event_id": event["event_id"]})
+        envelope.add_event(event)
+        envelopes.append(envelope)
+    transport = Counted(dict(DEFAULT_OPTIONS, dsn=dsn))
+    capture, clock = transport.capture_envelope, Clock()
+    gc.collect()
+    clock.start()
+    for i in range(0, len(envelopes), BATCH):
+        for envelope in envelopes[i : i + BATCH]:
+            capture(envelope)
+        clock.sample()
+        transport.flush(FLUSH_TIMEOUT)
+    times = clock.stop()
+    result = {
+        "delivered": transport.delivered,
+        "lost": transport.dropped,
+        "flushed": True,
+        "threads": clock.threads,
+        "workers": None,
+        "tasks": None,
+        "version": sentry_sdk.VERSION,
+        "file": sentry_sdk.__file__,
+        **times,
+    }
+    transport.kill()
+    transport._pool.clear()
+    return result
+
+
+def ours_result(transport: Any, times: dict[str, float], clock: Clock, flushed: bool) -> dict:
+    import sentry_transport
+
+    stats = transport.stats()
+    return {
+        "delivered": stats["events"]["delivered"],
+        "lost": stats["events"]["lost"],
+        "flushed": flushed,
+        "threads": clock.threads,
+        "workers": stats.get("workers"),
+        "tasks": clock.tasks,
+        "version": sentry_transport.__version__,
+        "file": sentry_transport.__file__,
+        **times,
+    }
+
+
+def child_ours(kind: str, dsn: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    import asyncio
+    import gc
+
+    import sentry_transport
+    from sentry_transport import Envelope, make_transport
+
+    envelopes = [Envelope.for_event(event) for event in events]
+    clock = Clock()
+    if kind == "asyncio":
+
+        async def main() -> dict[str, Any]:
+            transport = sentry_transport.AsyncioTransport(dsn)
+            capture = transport.capture_envelope
+            gc.collect()
+            clock.start()
+            for i, envelope in enumerate(envelopes, 1):
+                capture(envelope)
+                if i % BATCH == 0:
+                    clock.sample(loop=True)
+                    await asyncio.sleep(0)  # let the loop send
+            flushed = await transport.aflush(FLUSH_TIMEOUT)
+            clock.sample(loop=True)
+            result = ours_result(transport, clock.stop(), clock, flushed)
+            await transport.aclose(5.0)
+            return result
+
+        return asyncio.run(main())
+
+    transport = make_transport(("sync+" if kind == "sync" else "") + dsn)
+    capture = transport.capture_envelope
+    gc.collect()
+    clock.start()
+    for i, envelope in enumerate(envelopes, 1):
+        capture(envelope)
+        if i % BATCH == 0:
+            clock.sample()
+    flushed = transport.flush(FLUSH_TIMEOUT)
+    clock.sample()
+    result = ours_result(transport, clock.stop(), clock, flushed)
+    transport.close(5.0)
+    return result
+
+
+def child(args: argparse.Namespace) -> int:
+    events = make_events(args.event, args.count)
+    if args.kind == "sdk":
+        result = child_sdk(args.dsn, events)
+    else:
+        if args.src:  # the library must come from where we were told, not elsewhere
+            import sentry_transport
+
+            where = Path(sentry_transport.__file__).resolve()
+            if not where.is_relative_to(Path(args.src).resolve()):
+                print(f"sentry_transport imported from {where}, not {args.src}", file=sys.stderr)
+                return 3
+        result = child_ours(args.kind, args.dsn, events)
+    result["sent"] = args.count
+    print(json.dumps(result))
+    return 0
+
+
+# -- the parent: sinks, children, table --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Peer:
+    label: str
+    kind: str
+    src: str | None  # put on PYTHONPATH (None: sentry_sdk, which needs none)
+    group: str = ""  # "now" / "base": which rows are compared with each other
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        if self.src:
+            env["PYTHONPATH"] = self.src
+        return env
+
+
+@dataclass(frozen=True, eq=False)  # a key by identity
+class Scenario:
+    name: str
+    event: str  # small / large
+    latency: float
+    count: int
+    counts: dict[str, int] = field(default_factory=dict)  # per peer kind, overriding count
+
+
+@dataclass
+class Outcome:
+    peer: Peer
+    sent: int
+    status: str  # ok / hung / failed
+    data: dict[str, Any] = field(default_factory=dict)
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def rate(self) -> float:
+        return self.data["delivered"] / self.data["wall"]
+
+    @property
+    def us_per_envelope(self) -> float | None:
+        delivered = self.data["delivered"]
+        return self.data["cpu"] / delivered * 1e6 if delivered else None
+
+
+class Sink:
+    """``python -m sentry_transport.testing --quiet`` in its own process; prints its DSN."""
+
+    def __init__(self, latency: float) -> None:
+        self.command = [sys.executable, "-m", "sentry_transport.testing", "--port", "0"]
+        self.command += ["--quiet"] + (["--latency", str(latency)] if latency else [])
+        env = dict(os.environ, PYTHONPATH=str(REPO_SRC))
+        self._errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 -- closed in stop()
+        self._proc = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._errors,
+            text=True,
+            env=env,
+        )
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self._proc.stdout.readline()))
+        reader.start()
+        reader.join(SINK_START_TIMEOUT)
+        self.dsn = line[0].strip() if line else ""
+        if not self.dsn.startswith("http"):
+            self.stop()
+            self._errors.seek(0)
+            why = self._errors.read().strip()[-500:]
+            raise RuntimeError(f"sink did not start: {shlex.join(self.command)}\n{why}")
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._errors.close()
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def run_child(peer: Peer, scenario: Scenario, dsn: str, count: int, timeout: float) -> Outcome:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", peer.kind]
+    command += ["--dsn", dsn, "--count", str(count), "--event", scenario.event]
+    if peer.src:
+        command += ["--src", peer.src]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=peer.env()
+        )
+    except subprocess.TimeoutExpired:
+        return Outcome(peer, count, "hung", detail=f"no answer within {timeout:.0f} s")
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return Outcome(peer, count, "failed", detail=f"exit {done.returncode}: {tail}")
+    try:
+        data = json.loads(lines[-1])
+    except ValueError:
+        return Outcome(peer, count, "failed", detail=f"unreadable: {lines[-1][:80]}")
+    return Outcome(peer, count, "ok", data)
+
+
+def probe(peer: Peer) -> str:
+    """Version, location and defaults of the sentry_transport a peer will import."""
+    code = (
+        "import sentry_transport as s; o = s.TransportOptions(); "
+        "print(s.__version__, s.__file__, o.compression, o.compression_level, "
+        "o.max_connections)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=peer.env(), timeout=30
+    )
+    if done.returncode:
+        return f"import failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+    version, where, algo, level, conns = done.stdout.split()
+    level = "default" if level == "None" else level
+    return f"{version} from {where} ({algo} level {level}, max_connections {conns})"
+
+
+def describe_sdk() -> str:
+    import sentry_sdk
+    from sentry_sdk.consts import DEFAULT_OPTIONS
+    from sentry_sdk.transport import HttpTransport
+
+    t = HttpTransport(dict(DEFAULT_OPTIONS, dsn="http://public@127.0.0.1:9/42"))  # sends nothing
+    queue = DEFAULT_OPTIONS["transport_queue_size"]
+    algo = f"{t._compression_algo} {t._compression_level}"
+    return f"{sentry_sdk.VERSION} ({algo}, 1 worker thread, queue {queue})"
+
+
+def git_commit(src: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", src, "log", "-1", "--format=%h %cs"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+@dataclass
+class Summary:
+    peer: Peer
+    outcomes: list[Outcome]
+
+    @property
+    def good(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.ok]
+
+    def cpu(self) -> float | None:
+        return median([u for o in self.good if (u := o.us_per_envelope) is not None])
+
+    def rate(self) -> float | None:
+        return median([o.rate for o in self.good])
+
+    def delivered(self) -> str:
+        if not self.good:
+            return "-"
+        got = sorted(o.data["delivered"] for o in self.good)
+        sent = self.good[0].sent
+        text = f"{got[0]}/{sent}" if got[0] == got[-1] else f"{got[0]}..{got[-1]}/{sent}"
+        return text + (" !" if got[0] < sent else "")
+
+    def threads(self) -> str:
+        return str(max(o.data["threads"] for o in self.good)) if self.good else "-"
+
+    def most(self, key: str) -> str:
+        seen = [o.data[key] for o in self.good if o.data.get(key) is not None]
+        return str(max(seen)) if seen else "-"
+
+    def note(self) -> str:
+        bad = [o for o in self.outcomes if not o.ok]
+        unflushed = sum(1 for o in self.good if not o.data["flushed"])
+        parts = [f"{o.status} ({o.detail})" for o in bad]
+        if unflushed:
+            parts.append(f"{unflushed} flush timed out")
+        return "; ".join(parts)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else ""
+
+
+def dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def print_table(results: dict[Scenario, dict[Peer, Summary]]) -> None:
+    header = [
+        "scenario",
+        "peer",
+        "delivered/sent",
+        "env/s",
+        "µs CPU/env",
+        "max thr",
+        "workers",
+        "max tasks",
+        "CPU/sdk",
+        "rate/sdk",
+        "CPU/base",
+        "rate/base",
+        "note",
+    ]
+    table = [header]
+    for scenario, summaries in results.items():
+        sdk = next((s for p, s in summaries.items() if p.kind == "sdk"), None)
+        base = {p.kind: s for p, s in summaries.items() if p.group == "base"}
+        for peer, s in summaries.items():
+            cpu, rate = s.cpu(), s.rate()
+            vs_sdk = ("", "")
+            if sdk is not None and peer.kind != "sdk":
+                vs_sdk = (ratio(cpu, sdk.cpu()), ratio(rate, sdk.rate()))
+            vs_base = ("", "")
+            if peer.group == "now" and peer.kind in base:
+                other = base[peer.kind]
+                vs_base = (ratio(cpu, other.cpu()), ratio(rate, other.rate()))
+            table.append(
+                [
+                    scenario.name,
+                    peer.label,
+                    s.delivered(),
+                    fmt(rate, ",.0f"),
+                    fmt(cpu, ",.0f"),
+                    s.threads(),
+                    s.most("workers"),
+                    s.most("tasks"),
+                    *vs_sdk,
+                    *vs_base,
+                    s.note(),
+                ]
+            )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    left = {0, 1, len(header) - 1}
+    for n, row in enumerate(table):
+        cells = [
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print(" | ".join(cells).rstrip())
+        if n == 0:
+            print("-+-".join("-" * w for w in widths))
+
+
+def print_runs(results: dict[Scenario, dict[Peer, Summary]]) -> None:
+    print(
+        "\nevery run: delivered/sent [lost], envelopes/s, µs CPU/env, wall s, "
+        "t<max threads> w<workers> k<max tasks>"
+    )
+    for scenario, summaries in results.items():
+        print(f"  {scenario.name}:")
+        for peer, s in summaries.items():
+            runs = []
+            for o in s.outcomes:
+                if not o.ok:
+                    runs.append(o.status)
+                    continue
+                d = o.data
+                lost = f" lost {d['lost']}" if d["lost"] else ""
+                runs.append(
+                    f"{d['delivered']}/{o.sent}{lost} {o.rate:,.0f}/s "
+                    f"{fmt(o.us_per_envelope, ',.0f')}µs {d['wall']:.2f}s "
+                    f"t{d['threads']} w{dash(d['workers'])} k{dash(d['tasks'])}"
+                )
+            print(f"    {peer.label:<16} " + "; ".join(runs))
+
+
+def parent(args: argparse.Namespace) -> int:
+    def n(count: int) -> int:
+        return max(1, round(count * args.scale))
+
+    peers = [Peer("sentry_sdk", "sdk", None)]
+    peers += [Peer(f"{k} (now)", k, str(REPO_SRC), "now") for k in ("threaded", "sync", "asyncio")]
+    if args.baseline:
+        base = str(Path(args.baseline).resolve())
+        peers += [Peer(f"{k} (base)", k, base, "base") for k in ("threaded", "sync", "asyncio")]
+    scenarios = [
+        Scenario("small ~1 KB", "small", 0.0, n(3000)),
+        Scenario("100 KB", "large", 0.0, n(300)),
+        # sync sends one request per capture, back to back: at 20 ms each, 1,000 would take
+        # over 20 s per run, so it gets sentry_sdk's count
+        Scenario("small, sink +20 ms", "small", 0.02, n(1000), {"sdk": n(300), "sync": n(300)}),
+    ]
+
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(
+        f"python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{os.cpu_count()} CPUs, {platform.platform()}"
+    )
+    print(f"sentry_sdk {describe_sdk()}")
+    print(f"sentry_transport now:  {probe(peers[1])}")
+    if args.baseline:
+        commit = git_commit(peers[-1].src or "")
+        print(f"sentry_transport base: {probe(peers[-1])}" + (f" [{commit}]" if commit else ""))
+    print(
+        f"repeats {args.repeats} (medians; order alternates), scale {args.scale}; each run a "
+        f"process of its own, timeout {args.timeout:.0f} s; sdk in batches of {BATCH} with a "
+        "flush between, ours free-running then one flush; CPU = getrusage user+sys over "
+        "capture..flush\n",
+        flush=True,
+    )
+
+    started = time.perf_counter()
+    results: dict[Scenario, dict[Peer, Summary]] = {}
+    sinks: list[str] = []
+    for scenario in scenarios:
+        summaries = {peer: Summary(peer, []) for peer in peers}
+        with Sink(scenario.latency) as sink:
+            sinks.append(shlex.join(["python", *sink.command[1:]]))
+            for r in range(args.repeats):
+                for peer in peers if r % 2 == 0 else list(reversed(peers)):
+                    count = scenario.counts.get(peer.kind, scenario.count)
+                    outcome = run_child(peer, scenario, sink.dsn, count, args.timeout)
+                    summaries[peer].outcomes.append(outcome)
+                    got = f"{outcome.data['delivered']}/{count}" if outcome.ok else outcome.status
+                    print(
+                        f"  [{time.perf_counter() - started:5.0f} s] {scenario.name}, run "
+                        f"{r + 1}, {peer.label}: {got}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        results[scenario] = summaries
+
+    print_table(results)
+    print_runs(results)
+    print(
+        "\nCPU/sdk and CPU/base: below 1 is less CPU per envelope; rate/...: above 1 is faster."
+        " '!' marks runs that delivered fewer than sent. max thr: most threads alive (sampled"
+        f" every {BATCH} captures and after the flush, main thread included); workers: what"
+        " stats() reports after the flush ('-': not reported); max tasks: asyncio tasks on"
+        " the loop besides the benchmark's own, sampled likewise."
+    )
+    print("sinks, one per scenario: " + "; ".join(sinks))
+    print(f"total time: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per peer and scenario")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply event counts")
+    parser.add_argument("--baseline", metavar="DIR", help="a src/ dir of an older version")
+    parser.add_argument("--timeout", type=float, default=CHILD_TIMEOUT, help="per child run")
+    parser.add_argument("--child", choices=KINDS, dest="kind", help=argparse.SUPPRESS)
+    parser.add_argument("--dsn", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--event", choices=("small", "large"), help=argparse.SUPPRESS)
+    parser.add_argument("--src", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    return child(args) if args.kind else parent(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

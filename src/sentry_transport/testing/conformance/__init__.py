@@ -1,0 +1,97 @@
+"""The conformance suite: scripted server behaviours, run against any Transport.
+
+Every backend, ours or a third party's, runs the same scenarios. In a test module:
+
+    import pytest
+    from sentry_transport.testing.conformance import *  # noqa: F403 -- scenarios + fixtures
+
+    @pytest.fixture
+    def transport_factory():
+        return lambda dsn, **options: MyTransport(dsn, **options)
+
+Override ``traits`` (a ``Traits``) if ``capture_envelope`` sends before returning, as a sync
+transport's does. Each scenario checks the transport's books against what a live ``Sink``
+saw: for every scenario, events accepted == delivered + lost, and the sink answered 2xx to
+exactly the delivered ones. Needs pytest (and trustme for the TLS scenarios).
+"""
+
+from __future__ import annotations
+
+from ._base import FAST, Make, Traits, make, sink, traits
+from .lifecycle import (
+    test_close_keeps_its_deadline_and_counts_the_rest,
+    test_close_stops_accepting,
+    test_close_with_requests_in_flight_leaves_final_books,
+    test_flush_keeps_its_deadline,
+    test_fork_child_starts_empty,
+    test_queue_overflow_is_counted,
+    test_recorded_losses_are_reported,
+    test_stale_resend_keeps_the_first_deadline,
+)
+from .network import (
+    ca,
+    test_bad_tls_file_is_a_configuration_error,
+    test_closed_without_answer_is_retried,
+    test_compressed_bodies,
+    test_connection_refused_is_retried_then_network_error,
+    test_hang_on_every_try_ends_as_network_error,
+    test_hang_past_the_timeout_is_retried,
+    test_http_through_proxy_option,
+    test_https_through_proxy_tunnel,
+    test_proxy_from_environment_and_no_proxy,
+    test_reset_mid_body_is_retried,
+    test_tls_client_certificate,
+    test_tls_host_name_is_checked,
+    test_tls_unknown_ca_is_refused,
+    test_tls_verification_can_be_turned_off,
+    test_tls_with_custom_ca,
+    tls_sink,
+)
+from .responses import (
+    test_200_delivers_everything_over_keep_alive,
+    test_413_is_a_send_error_and_never_retried,
+    test_429_forms,
+    test_capture_event_builds_an_envelope,
+    test_other_http_errors_are_send_errors,
+    test_rate_limit_header_on_200_blocks_that_category,
+)
+
+__all__ = [
+    "FAST",
+    "Make",
+    "Traits",
+    "ca",
+    "make",
+    "sink",
+    "test_200_delivers_everything_over_keep_alive",
+    "test_413_is_a_send_error_and_never_retried",
+    "test_429_forms",
+    "test_bad_tls_file_is_a_configuration_error",
+    "test_capture_event_builds_an_envelope",
+    "test_close_keeps_its_deadline_and_counts_the_rest",
+    "test_close_stops_accepting",
+    "test_close_with_requests_in_flight_leaves_final_books",
+    "test_closed_without_answer_is_retried",
+    "test_compressed_bodies",
+    "test_connection_refused_is_retried_then_network_error",
+    "test_flush_keeps_its_deadline",
+    "test_fork_child_starts_empty",
+    "test_hang_on_every_try_ends_as_network_error",
+    "test_hang_past_the_timeout_is_retried",
+    "test_http_through_proxy_option",
+    "test_https_through_proxy_tunnel",
+    "test_other_http_errors_are_send_errors",
+    "test_proxy_from_environment_and_no_proxy",
+    "test_queue_overflow_is_counted",
+    "test_rate_limit_header_on_200_blocks_that_category",
+    "test_recorded_losses_are_reported",
+    "test_reset_mid_body_is_retried",
+    "test_stale_resend_keeps_the_first_deadline",
+    "test_tls_client_certificate",
+    "test_tls_host_name_is_checked",
+    "test_tls_unknown_ca_is_refused",
+    "test_tls_verification_can_be_turned_off",
+    "test_tls_with_custom_ca",
+    "tls_sink",
+    "traits",
+]

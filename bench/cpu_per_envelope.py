@@ -278,7 +278,9 @@ class Sink:
             env=env,
         )
         line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(self._proc.stdout.readline()))
+        reader = threading.Thread(
+            target=lambda: line.append(self._proc.stdout.readline()), daemon=True
+        )
         reader.start()
         reader.join(SINK_START_TIMEOUT)
         self.dsn = line[0].strip() if line else ""
@@ -317,7 +319,7 @@ def run_child(peer: Peer, scenario: Scenario, dsn: str, count: int, timeout: flo
             command, capture_output=True, text=True, timeout=timeout, env=peer.env()
         )
     except subprocess.TimeoutExpired:
-        return Outcome(peer, count, "hung", detail=f"no answer within {timeout:.0f} s")
+        return Outcome(peer, count, "hung", detail=f"no answer within {timeout:g} s")
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -343,7 +345,10 @@ def probe(peer: Peer) -> str:
         return f"import failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
     version, where, algo, level, conns = done.stdout.split()
     level = "default" if level == "None" else level
-    return f"{version} from {where} ({algo} level {level}, max_connections {conns})"
+    text = f"{version} from {where} ({algo} level {level}, max_connections {conns})"
+    if peer.src and not Path(where).resolve().is_relative_to(Path(peer.src).resolve()):
+        text += f" -- NOT under {peer.src}: its runs will fail"
+    return text
 
 
 def describe_sdk() -> str:
@@ -357,10 +362,11 @@ def describe_sdk() -> str:
     return f"{sentry_sdk.VERSION} ({algo}, 1 worker thread, queue {queue})"
 
 
-def git_commit(src: str) -> str:
+def git(src: str, *args: str) -> str:
+    """A read-only git query in ``src``'s checkout ('' when it is not one)."""
     try:
         done = subprocess.run(
-            ["git", "-C", src, "log", "-1", "--format=%h %cs"],
+            ["git", "--no-optional-locks", "-C", src, *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -368,6 +374,16 @@ def git_commit(src: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def checkout(src: str) -> str:
+    """`` [commit date]`` of the checkout holding ``src``, and which tracked files under it
+    differ from that commit (the rows measure the files, not the commit)."""
+    commit = git(src, "log", "-1", "--format=%h %cs")
+    if not commit:
+        return ""
+    changed = git(src, "diff", "--name-only", "HEAD", "--", ".").split()
+    return f" [{commit}" + (f"; uncommitted: {', '.join(changed)}]" if changed else "]")
 
 
 def median(values: Sequence[float]) -> float | None:
@@ -527,13 +543,12 @@ def parent(args: argparse.Namespace) -> int:
         f"{os.cpu_count()} CPUs, {platform.platform()}"
     )
     print(f"sentry_sdk {describe_sdk()}")
-    print(f"sentry_transport now:  {probe(peers[1])}")
+    print(f"sentry_transport now:  {probe(peers[1])}{checkout(str(REPO_SRC))}")
     if args.baseline:
-        commit = git_commit(peers[-1].src or "")
-        print(f"sentry_transport base: {probe(peers[-1])}" + (f" [{commit}]" if commit else ""))
+        print(f"sentry_transport base: {probe(peers[-1])}{checkout(peers[-1].src or '')}")
     print(
         f"repeats {args.repeats} (medians; order alternates), scale {args.scale}; each run a "
-        f"process of its own, timeout {args.timeout:.0f} s; sdk in batches of {BATCH} with a "
+        f"process of its own, timeout {args.timeout:g} s; sdk in batches of {BATCH} with a "
         "flush between, ours free-running then one flush; CPU = getrusage user+sys over "
         "capture..flush\n",
         flush=True,

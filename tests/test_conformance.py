@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sentry_transport import Transport, make_transport
+from sentry_transport import Transport, make_transport, registry
 from sentry_transport.testing.conformance import *  # noqa: F403 -- the scenarios and fixtures
 from sentry_transport.testing.conformance import Make, Traits
 from sentry_transport.testing.conformance._base import event, free_port, settle
@@ -23,7 +23,7 @@ from sentry_transport.transports.aio import AsyncioTransport
 
 pytestmark = pytest.mark.network
 
-BACKENDS = ["sync", "threaded", "asyncio"]
+BACKENDS = list(registry.BACKENDS)  # every transport we ship
 
 
 @pytest.fixture(scope="module")

@@ -65,6 +65,29 @@ def test_program_end_without_close_delivers(sink: Sink, backend: str) -> None:
     assert len(sink.envelopes) == 100
 
 
+def test_exit_drain_sends_on_the_exiting_thread_when_no_thread_can_start(sink: Sink) -> None:
+    # Python 3.12.0-3.12.2 refuse new threads at interpreter exit ("can't create new thread
+    # at interpreter shutdown"): the drain must then send on the exiting thread itself.
+    done = run_script(
+        f"""
+        import threading
+        from sentry_transport import make_transport
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+        threading.Thread.start = refuse  # as at exit on those versions: no worker can start
+        t = make_transport("threaded+{sink.dsn}", shutdown_timeout=10)
+        for i in range(31):
+            t.capture_event({{"message": {{"formatted": f"e{{i}}"}}}})
+        assert t.stats()["workers"] == 0  # sent on this thread instead
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert sink.wait_for(31, timeout=10)
+    assert len(sink.envelopes) == 31
+
+
 def test_asyncio_run_returning_without_aclose_delivers(sink: Sink) -> None:
     sink.default = Respond(200, delay=0.01)
     done = run_script(

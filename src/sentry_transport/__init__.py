@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import _ids  # noqa: F401 -- gives the core its event id source
+from . import registry as _registry
 from ._factory import make_transport
 from ._transport import EngineTransport, FunctionTransport, Transport
 from .core.client_reports import REASONS, ClientReportLedger
@@ -33,19 +34,12 @@ if TYPE_CHECKING:
     from .transports.sync import SyncTransport
     from .transports.threaded import ThreadedTransport
 
-# Drivers load on first use, so importing the package stays cheap.
-_LAZY = {
-    "SyncTransport": "sentry_transport.transports.sync",
-    "ThreadedTransport": "sentry_transport.transports.threaded",
-    "AsyncioTransport": "sentry_transport.transports.aio",
-}
 
-
+# Drivers load on first use (registry.py names them), so importing the package stays cheap.
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    backend = _registry.CLASSES.get(name)
+    if backend is not None:
+        return _registry.load(backend)
     raise AttributeError(f"module 'sentry_transport' has no attribute {name!r}")
 
 

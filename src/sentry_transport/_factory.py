@@ -8,48 +8,21 @@ so an optional library is needed only by the transport that uses it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
+from . import registry
 from ._transport import FunctionTransport, Transport
 from .core.dsn import Dsn
-from .core.errors import ConfigurationError, DsnError
+from .core.errors import ConfigurationError
 
-DEFAULT_BACKEND = "threaded"
-
-# prefix -> (module, class). Every prefix here is implemented and tested.
-BACKENDS: dict[str, tuple[str, str]] = {
-    "sync": ("sentry_transport.transports.sync", "SyncTransport"),
-    "threaded": ("sentry_transport.transports.threaded", "ThreadedTransport"),
-    "asyncio": ("sentry_transport.transports.aio", "AsyncioTransport"),
-}
-
-# Prefixes raven knew that this version does not implement yet: a clear error, not a guess.
-PLANNED = (
-    "requests",
-    "threaded+requests",
-    "urllib3",
-    "http2",
-    "gevent",
-    "eventlet",
-    "tornado",
-    "twisted",
-)
+DEFAULT_BACKEND = registry.DEFAULT
+BACKENDS = registry.BACKENDS
 
 
 def transport_class(backend: str) -> type[Transport]:
     """The Transport class for a DSN prefix (imported on first use)."""
-    if backend not in BACKENDS:
-        known = ", ".join(f"{name}+" for name in BACKENDS)
-        if backend in PLANNED:
-            raise DsnError(
-                f"transport prefix '{backend}+' is not available in this version; "
-                f"available prefixes: {known}"
-            )
-        raise DsnError(f"unknown transport prefix '{backend}+'; known prefixes: {known}")
-    module_name, class_name = BACKENDS[backend]
-    cls: type[Transport] = getattr(importlib.import_module(module_name), class_name)
+    cls: type[Transport] = registry.load(registry.find(backend))
     return cls
 
 

@@ -44,6 +44,8 @@ from .core.engine import (
 from .core.envelope import Envelope
 
 INBOX_UNMEASURED = 64  # envelopes held before they are measured, at the most
+RTT_WINDOW = 32  # round trips per window of the fastest-round-trip estimate
+HANGING = 0.05  # a request in flight this long says the server is slow before it answers
 Steps = Generator[tuple[Any, ...], Any, Any]
 
 wall = time.time  # the engine's clock (rate limits, sent_at)
@@ -79,7 +81,8 @@ class Workers:
         self.draining = False
         self.inline = self.runtime.inline
         self.inline_conn: HttpConnection | None = None
-        self.round_trip = 0.0  # seconds per request in the last round
+        self.round_trip = 0.0  # the fastest round trip of the last 32 to 64 (0: none yet)
+        self._fastest = (float("inf"), float("inf"), 0)  # this window's, the last one's, n
         self.cpu_busy = 0.0  # process CPU seconds per second in the last round
         self.failing: str | None = None  # what the last warning said is wrong
         self.pid = os.getpid()
@@ -143,10 +146,20 @@ class Workers:
         return True
 
     def _slowest(self) -> float:
-        """The last round trip, or how long the oldest request in flight has taken so far."""
+        """How slow the server is: the fastest recent round trip (waits for the GIL or the
+        CPU only ever add to a round trip, so the fastest is the closest to the server's
+        own time), or a request in flight far longer than that (a hanging server)."""
         now = monotonic()
-        waited = [now - c.since for c in self.connections if c.since]
-        return max([self.round_trip, *waited])
+        hanging = max([now - c.since for c in self.connections if c.since], default=0.0)
+        return max(self.round_trip, hanging if hanging > HANGING else 0.0)
+
+    def _sample(self, seconds: float) -> None:
+        current, last, count = self._fastest
+        current = min(current, seconds)
+        if count + 1 >= RTT_WINDOW:
+            last, current, count = current, float("inf"), -1
+        self._fastest = (current, last, count + 1)
+        self.round_trip = min(current, last)
 
     def _spawn(self) -> None:
         try:
@@ -281,7 +294,7 @@ class Workers:
                     break
                 finally:
                     conn.since = 0.0
-                self.round_trip = monotonic() - begun
+                self._sample(monotonic() - begun)
                 results.append((attempt, response))
                 if not 200 <= response.status < 300:
                     break

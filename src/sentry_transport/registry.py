@@ -1,0 +1,76 @@
+"""The one table of transports: DSN prefix -> where its class lives, and what it needs.
+
+The factory (``make_transport``), the package's lazy attributes (``sentry_transport.X``)
+and the test suite all read it, so a new runtime is one row here plus its small files.
+Nothing is imported until a transport is asked for; a missing optional library raises a
+``MissingDependencyError`` that names the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from .core.errors import DsnError, MissingDependencyError
+
+
+@dataclass(frozen=True)
+class Backend:
+    prefix: str  # the DSN prefix: "sync" in "sync+https://..."
+    module: str
+    cls: str
+    library: str | None = None  # the third-party library it needs, if any
+    extra: str | None = None  # the pip extra that installs it
+
+
+BACKENDS: dict[str, Backend] = {
+    b.prefix: b
+    for b in (
+        Backend("sync", "sentry_transport.transports.sync", "SyncTransport"),
+        Backend("threaded", "sentry_transport.transports.threaded", "ThreadedTransport"),
+        Backend("asyncio", "sentry_transport.transports.aio", "AsyncioTransport"),
+    )
+}
+DEFAULT = "threaded"
+
+# Prefixes raven knew that this version does not implement yet: a clear error, not a guess.
+PLANNED = (
+    "requests",
+    "threaded+requests",
+    "urllib3",
+    "http2",
+    "gevent",
+    "eventlet",
+    "tornado",
+    "twisted",
+)
+
+CLASSES = {b.cls: b for b in BACKENDS.values()}  # class name -> backend (lazy attributes)
+
+
+def load(backend: Backend) -> type:
+    """The backend's class, importing its module (and its library) now."""
+    if backend.library is not None:
+        try:
+            importlib.import_module(backend.library)
+        except ImportError:
+            assert backend.extra is not None
+            raise MissingDependencyError(
+                backend.library, backend.extra, f"the '{backend.prefix}+' transport"
+            ) from None
+    cls: type = getattr(importlib.import_module(backend.module), backend.cls)
+    return cls
+
+
+def find(prefix: str) -> Backend:
+    """The backend for a DSN prefix; a DsnError that lists the known ones otherwise."""
+    backend = BACKENDS.get(prefix)
+    if backend is not None:
+        return backend
+    known = ", ".join(f"{name}+" for name in BACKENDS)
+    if prefix in PLANNED:
+        raise DsnError(
+            f"transport prefix '{prefix}+' is not available in this version; "
+            f"available prefixes: {known}"
+        )
+    raise DsnError(f"unknown transport prefix '{prefix}+'; known prefixes: {known}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 from collections import deque
 from collections.abc import Generator
@@ -71,8 +70,8 @@ class Workers:
         self.proxy_tls = self.runtime.proxy_tls() if use_proxy_tls else None
 
     def _fresh(self) -> None:
-        self.lock = threading.Lock()
-        self.io_lock = threading.Lock()  # inline runtimes: one request at a time
+        self.lock = self.runtime.lock()  # never held across I/O or a wait
+        self.io_lock = self.runtime.lock()  # inline runtimes: one request at a time
         self.inbox: deque[Envelope] = deque()
         self.workers = 0
         self.idle: list[Any] = []  # wakes of workers waiting for work

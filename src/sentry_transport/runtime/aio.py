@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
@@ -105,6 +106,10 @@ class Asyncio:
     def patched(self) -> bool:
         loop = self.loop
         return loop is not None and loop.is_closed()  # rebuild on the next loop
+
+    @staticmethod
+    def lock() -> Any:
+        return threading.Lock()  # captures may come from any thread
 
     def wake(self) -> LoopWake:
         return LoopWake(self)

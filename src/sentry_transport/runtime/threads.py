@@ -34,6 +34,9 @@ class Threads:
     def patched(self) -> bool:
         return (socket.socket, threading.Lock) != self._made_with
 
+    def lock(self) -> Any:
+        return threading.Lock()
+
     def wake(self) -> threading.Event:
         return threading.Event()
 

@@ -38,7 +38,7 @@ class Pump(Workers):
         _LIVE.add(self)
 
     def capture(self, envelope: Envelope) -> None:
-        if self.pid != os.getpid():  # forked without os.register_at_fork having run
+        if _NO_FORK_HOOK and self.pid != os.getpid():  # forked, and no hook told us
             self.after_fork()
         elif self.runtime.patched():
             self.rebuild()
@@ -182,6 +182,7 @@ class Pump(Workers):
         return snapshot
 
 
+_NO_FORK_HOOK = not hasattr(os, "register_at_fork")  # getpid() is a system call: once a hook
 _LIVE: weakref.WeakSet[Pump] = weakref.WeakSet()  # open pumps: fork reset, exit drain
 
 

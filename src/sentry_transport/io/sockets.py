@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 _RECV = 65536
+_SLACK = 0.02  # seconds a call may overrun its deadline rather than reset the timeout
 
 
 class SocketStream:
@@ -30,6 +31,7 @@ class SocketStream:
         self._create = create_connection
         self._clock = clock
         self._sock: Any = None
+        self._timeout = 0.0  # the socket's timeout as last set
 
     def _remaining(self, deadline: float) -> float:
         remaining = deadline - self._clock()
@@ -37,16 +39,25 @@ class SocketStream:
             raise TimeoutError("timed out")
         return remaining
 
+    def _arm(self, sock: Any, deadline: float) -> None:
+        """Make the socket's timeout end at the deadline. Setting it is a system call, so a
+        timeout already within ``_SLACK`` of the deadline stays as it is."""
+        remaining = self._remaining(deadline)
+        if abs(self._timeout - remaining) > _SLACK:
+            sock.settimeout(remaining)
+            self._timeout = remaining
+
     def connect(
         self, host: str, port: int, tls: Any, server_hostname: str, deadline: float
     ) -> None:
         self.close()
         create = self._create or socket.create_connection
         sock = create((host, port), self._remaining(deadline))
+        self._timeout = sock.gettimeout() or 0.0
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if tls is not None:
-                sock.settimeout(self._remaining(deadline))
+                self._arm(sock, deadline)
                 sock = tls.wrap_socket(sock, server_hostname=server_hostname)
         except BaseException:
             sock.close()
@@ -55,17 +66,17 @@ class SocketStream:
 
     def start_tls(self, tls: Any, server_hostname: str, deadline: float) -> None:
         sock = self._live()
-        sock.settimeout(self._remaining(deadline))
+        self._arm(sock, deadline)
         self._sock = tls.wrap_socket(sock, server_hostname=server_hostname)
 
     def send(self, data: bytes, deadline: float) -> None:
         sock = self._live()
-        sock.settimeout(self._remaining(deadline))
+        self._arm(sock, deadline)
         sock.sendall(data)
 
     def recv(self, deadline: float) -> bytes:
         sock = self._live()
-        sock.settimeout(self._remaining(deadline))
+        self._arm(sock, deadline)
         data: bytes = sock.recv(_RECV)
         return data
 

@@ -23,7 +23,8 @@ from sentry_transport.transports.aio import AsyncioTransport
 
 pytestmark = pytest.mark.network
 
-BACKENDS = list(registry.BACKENDS)  # every transport we ship
+# every transport of the main test group (the others run in processes of their own)
+BACKENDS = [name for name, backend in registry.BACKENDS.items() if backend.group == "main"]
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._factory import BACKENDS, make_transport
+from ._factory import BACKENDS, make_transport, transport_class
 from .core.dsn import Dsn
 from .core.errors import ConfigurationError, SentryTransportError
 
@@ -48,11 +49,9 @@ def _run_blocking(backend: str, dsn: str, count: int) -> tuple[float, dict[str, 
     return elapsed, transport.stats()
 
 
-def _run_asyncio(dsn: str, count: int) -> tuple[float, dict[str, Any]]:
-    from .transports.aio import AsyncioTransport
-
+def _run_asyncio(backend: str, dsn: str, count: int) -> tuple[float, dict[str, Any]]:
     async def main() -> tuple[float, dict[str, Any]]:
-        transport = AsyncioTransport(dsn)
+        transport: Any = make_transport(f"{backend}+{dsn}")
         start = time.perf_counter()
         for i in range(count):
             transport.capture_event(_event(i))
@@ -64,6 +63,21 @@ def _run_asyncio(dsn: str, count: int) -> tuple[float, dict[str, Any]]:
     return asyncio.run(main())
 
 
+def installed() -> list[str]:
+    """The prefixes whose libraries are installed here (every one, when the extras are)."""
+    found = []
+    for name, backend in BACKENDS.items():
+        if backend.library is None or importlib.util.find_spec(backend.library) is not None:
+            found.append(name)
+    return found
+
+
+def _on_asyncio(backend: str) -> bool:
+    from .transports.aio import AsyncioTransport
+
+    return issubclass(transport_class(backend), AsyncioTransport)
+
+
 def demo(count: int, out: Any = sys.stdout) -> int:
     from .testing import Sink
 
@@ -72,10 +86,10 @@ def demo(count: int, out: Any = sys.stdout) -> int:
     failures = 0
     with Sink() as sink:
         print(f"local sink listening: {sink.dsn}", file=out)
-        for backend in BACKENDS:
+        for backend in installed():
             before = len(sink.envelopes)
-            if backend == "asyncio":
-                elapsed, stats = _run_asyncio(sink.dsn, count)
+            if _on_asyncio(backend):
+                elapsed, stats = _run_asyncio(backend, sink.dsn, count)
             else:
                 elapsed, stats = _run_blocking(backend, sink.dsn, count)
             seen = sum(

@@ -21,6 +21,7 @@ class Backend:
     cls: str
     library: str | None = None  # the third-party library it needs, if any
     extra: str | None = None  # the pip extra that installs it
+    group: str = "main"  # the test group (a pytest process) its suite runs in
 
 
 BACKENDS: dict[str, Backend] = {
@@ -29,6 +30,14 @@ BACKENDS: dict[str, Backend] = {
         Backend("sync", "sentry_transport.transports.sync", "SyncTransport"),
         Backend("threaded", "sentry_transport.transports.threaded", "ThreadedTransport"),
         Backend("asyncio", "sentry_transport.transports.aio", "AsyncioTransport"),
+        Backend(
+            "tornado",
+            "sentry_transport.transports.with_tornado",
+            "TornadoTransport",
+            library="tornado",
+            extra="tornado",
+            group="tornado",
+        ),
     )
 }
 DEFAULT = "threaded"
@@ -41,7 +50,6 @@ PLANNED = (
     "http2",
     "gevent",
     "eventlet",
-    "tornado",
     "twisted",
 )
 

@@ -178,6 +178,10 @@ class Workers:
     # -- workers ------------------------------------------------------------------------------
 
     def _connection(self) -> HttpConnection:
+        make = getattr(self.runtime, "connection", None)  # a whole HTTP client's, if it has one
+        if make is not None:
+            made: HttpConnection = make(self)
+            return made
         return HttpConnection(
             self.dsn,
             self.runtime.stream(),

@@ -22,6 +22,10 @@ for blocking runtimes (``io.sockets.run``), awaited for event loops (``io.aio.ar
     after_fork()            drop what a forked child cannot use
     at_exit(pump)           drain at interpreter exit within the shutdown timeout
     run                     (blocking runtimes) how a caller's thread runs a generator
+    connection(pump)        (optional) a connection of its own instead of core's
+                            HttpConnection, e.g. over requests or urllib3: an object with
+                            ``exchange(request, deadline)`` (a generator), ``abort()``,
+                            ``open``, ``since`` and a ``stream`` (close_now/abort/forget)
 
 ``threads.Threads`` (and ``threads.Inline``) and ``aio.Asyncio`` are the first two.
 """

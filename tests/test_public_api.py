@@ -46,3 +46,19 @@ def test_unknown_attribute_raises() -> None:
         assert "NoSuchThing" in str(exc)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_every_public_name_says_how_to_use_it() -> None:
+    import inspect
+
+    missing = []
+    for name in sentry_transport.__all__:
+        value = getattr(sentry_transport, name)
+        if (inspect.isclass(value) or inspect.isfunction(value)) and not inspect.getdoc(value):
+            missing.append(name)
+        if inspect.isclass(value):
+            for attr, member in vars(value).items():
+                if not attr.startswith("_") and inspect.isfunction(member):
+                    if not inspect.getdoc(member):
+                        missing.append(f"{name}.{attr}")
+    assert not missing, missing

@@ -9,7 +9,7 @@ so an optional library is needed only by the transport that uses it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from . import registry
 from ._transport import FunctionTransport, Transport
@@ -26,11 +26,36 @@ def transport_class(backend: str) -> type[Transport]:
     return cls
 
 
+T = TypeVar("T", bound=Transport)
+
+
+@overload
+def make_transport(target: str | Dsn, dsn: None = None, **options: Any) -> Transport: ...
+@overload
+def make_transport(target: type[T], dsn: str | Dsn | None = None, **options: Any) -> T: ...
+@overload
+def make_transport(target: T) -> T: ...
+@overload
+def make_transport(target: Callable[..., Any]) -> FunctionTransport: ...
+
+
 def make_transport(
     target: str | Dsn | type[Transport] | Transport | Callable[..., Any],
     dsn: str | Dsn | None = None,
     **options: Any,
 ) -> Transport:
+    """A transport for ``target``: a DSN, a Transport class or instance, or a callable.
+
+    - A DSN string: its prefix picks the transport (``sync+``, ``threaded+`` (the default),
+      ``asyncio+``, ``tornado+``, ...), its querystring sets options, and keyword arguments
+      override both: ``make_transport("https://key@o1.ingest.sentry.io/42?timeout=3")``.
+    - A Transport class, typed as itself: ``make_transport(AsyncioTransport, dsn)``.
+    - A Transport instance: returned as is.
+    - Any other callable: each envelope is handed to it (``FunctionTransport``).
+
+    A bad DSN or option raises ``DsnError`` naming it; a transport whose library is not
+    installed raises ``MissingDependencyError`` naming the pip extra.
+    """
     if isinstance(target, (str, Dsn)):
         if dsn is not None:
             raise ConfigurationError("give the DSN once: as target or as dsn=, not both")

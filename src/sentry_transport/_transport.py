@@ -57,6 +57,7 @@ class Transport(abc.ABC):
         """Count a loss that happened before the transport (sampling, before_send, ...)."""
 
     def is_healthy(self) -> bool:
+        """False while the transport cannot deliver (the server refuses it, or it is full)."""
         return True
 
     @abc.abstractmethod
@@ -148,6 +149,7 @@ class EngineTransport(Transport):
             self._pump.engine.record_lost(reason, category, quantity)
 
     def is_healthy(self) -> bool:
+        """False while the server refuses us (all categories limited, repeated failures)."""
         with self._pump.lock:
             return self._pump.engine.healthy(time.time())
 

@@ -38,6 +38,7 @@ class ClientReportLedger:
         self._counts: Counts = {}
 
     def record(self, reason: str, category: str, quantity: int = 1) -> None:
+        """Count ``quantity`` items of ``category`` dropped for ``reason``."""
         check_reason(reason)
         if quantity <= 0:
             return
@@ -45,6 +46,7 @@ class ClientReportLedger:
         self._counts[key] = self._counts.get(key, 0) + quantity
 
     def record_many(self, reason: str, outcomes: Iterable[tuple[str, int]]) -> None:
+        """Count several ``(category, quantity)`` outcomes dropped for ``reason``."""
         for category, quantity in outcomes:
             self.record(reason, category, quantity)
 

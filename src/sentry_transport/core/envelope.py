@@ -127,6 +127,7 @@ class Item:
         return _estimate(self._json)
 
     def header_bytes(self) -> bytes:
+        """The item header line as sent, with ``length`` set to the payload size."""
         payload = self.payload
         raw = self._raw_header
         if raw is not None and _raw_still_valid(raw, self.headers, payload):
@@ -243,6 +244,7 @@ class Envelope:
         return cls(env_headers, [Item.event(event), *attachments])
 
     def add_item(self, item: Item) -> Envelope:
+        """Append an item; returns the envelope, so calls chain."""
         self.items.append(item)
         return self
 
@@ -265,6 +267,7 @@ class Envelope:
     # -- writing ----------------------------------------------------------------------------
 
     def header_bytes(self) -> bytes:
+        """The envelope header line as sent (the original bytes while unchanged)."""
         raw = self._raw_header
         if raw is not None and _loads_or_none(raw) == self.headers:
             return raw
@@ -280,6 +283,7 @@ class Envelope:
             yield item.payload
 
     def serialize(self) -> bytes:
+        """The envelope as bytes, exact to the envelope grammar."""
         return b"".join(self.iter_chunks())
 
     def serialize_into(self, file: IO[bytes]) -> int:

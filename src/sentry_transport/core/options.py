@@ -157,6 +157,7 @@ class TransportOptions:
         return cls().replace(*layers)
 
     def replace(self, *layers: Mapping[str, Any]) -> TransportOptions:
+        """A copy with some options changed, each checked as when parsed."""
         changes: dict[str, Any] = {}
         for layer in layers:
             for name, raw in layer.items():

@@ -47,6 +47,7 @@ class RateLimits:
     deadlines: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     def update(self, status: int, headers: Headers, now: float) -> RateLimits:
+        """The state after a response: its limits merged in (the longer deadline wins)."""
         new: dict[str, float] = {}
         raw = header(headers, "X-Sentry-Rate-Limits")
         if raw is not None and raw.strip():  # an empty header is no header
@@ -69,9 +70,11 @@ class RateLimits:
         return deadline if deadline > now else None
 
     def is_limited(self, category: str, now: float) -> bool:
+        """Whether ``category`` (or every category) is limited at ``now``."""
         return self.limited_until(category, now) is not None
 
     def item_allowed(self, item: Item, now: float) -> bool:
+        """Whether none of the item's categories is limited at ``now``."""
         return not any(self.is_limited(c, now) for c in limit_categories(item))
 
     def split(self, items: Iterable[Item], now: float) -> tuple[list[Item], list[Item]]:
@@ -92,6 +95,7 @@ class RateLimits:
         return {c: d - now for c, d in self.deadlines.items() if d > now}
 
     def pruned(self, now: float) -> RateLimits:
+        """The same state without the limits that lifted by ``now``."""
         if all(d > now for d in self.deadlines.values()):
             return self
         return RateLimits(MappingProxyType({c: d for c, d in self.deadlines.items() if d > now}))

@@ -27,6 +27,18 @@ log = logging.getLogger("sentry_transport")
 
 
 class AsyncioTransport(EngineTransport):
+    """Delivery on an asyncio event loop, with no threads of its own.
+
+        async def main():
+            transport = AsyncioTransport("https://key@o1.ingest.sentry.io/42")
+            transport.capture_event({"message": {"formatted": "hello"}})  # any thread
+            await transport.aflush(2.0)
+            await transport.aclose(2.0)
+
+    ``loop=`` binds it to a given loop (default: the running one, else the first it is used
+    on). ``flush``/``close`` work from other threads; on the loop's thread they cannot wait.
+    """
+
     name = "asyncio"
     runtime = Asyncio
 
@@ -56,9 +68,11 @@ class AsyncioTransport(EngineTransport):
             )
 
     async def aflush(self, timeout: float | None = None) -> bool:
+        """On the loop: wait at most ``timeout`` s for everything captured so far; True if done."""
         return bool(await self._on_loop(lambda pump, deadline: pump.settle(deadline), timeout))
 
     async def aclose(self, timeout: float | None = None) -> None:
+        """On the loop: stop accepting, drain within ``timeout`` s, count the rest lost."""
         await self._on_loop(lambda pump, deadline: pump.close(deadline), timeout)
 
     async def _on_loop(self, steps: Any, timeout: float | None) -> Any:

@@ -13,5 +13,12 @@ from ..runtime.threads import Inline
 
 
 class SyncTransport(EngineTransport):
+    """Sends on the caller's thread: ``capture_envelope`` makes one try and returns.
+
+    transport = SyncTransport("https://key@o1.ingest.sentry.io/42", timeout=2)
+    transport.capture_event({"message": {"formatted": "hello"}})  # one try, done
+    transport.flush(2.0)  # the retries of failed tries, within the deadline
+    """
+
     name = "sync"
     runtime = Inline

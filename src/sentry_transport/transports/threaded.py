@@ -14,5 +14,13 @@ from ..runtime.threads import Threads
 
 
 class ThreadedTransport(EngineTransport):
+    """Background delivery on worker threads (the default): capture never blocks.
+
+    transport = ThreadedTransport("https://key@o1.ingest.sentry.io/42", max_connections=8)
+    transport.capture_event({"message": {"formatted": "hello"}})
+    transport.flush(2.0)  # True once everything captured so far is delivered or counted
+    transport.close(2.0)  # stop, drain within 2 s, count the rest: stats() is final
+    """
+
     name = "threaded"
     runtime = Threads

@@ -27,6 +27,13 @@ from .aio import AsyncioTransport
 
 
 class TornadoTransport(AsyncioTransport):
+    """The asyncio transport on a tornado IOLoop (``io_loop=``, default: the current one).
+
+    async def handler():
+        transport.capture_event({"message": {"formatted": "hello"}})
+        await transport.aflush(2.0)
+    """
+
     name = "tornado"
 
     def __init__(self, dsn: str | Dsn, *, io_loop: IOLoop | None = None, **options: Any) -> None:

@@ -70,13 +70,14 @@ def test_exit_drain_sends_on_the_exiting_thread_when_no_thread_can_start(sink: S
     # at interpreter shutdown"): the drain must then send on the exiting thread itself.
     done = run_script(
         f"""
-        import threading
+        import _thread, threading
         from sentry_transport import make_transport
 
         def refuse(*args, **kwargs):
             raise RuntimeError("can't create new thread at interpreter shutdown")
 
-        threading.Thread.start = refuse  # as at exit on those versions: no worker can start
+        # as at exit on those versions: no worker can start
+        _thread.start_new_thread = threading.Thread.start = refuse
         t = make_transport("threaded+{sink.dsn}", shutdown_timeout=10)
         for i in range(31):
             t.capture_event({{"message": {{"formatted": f"e{{i}}"}}}})
@@ -163,7 +164,8 @@ def test_queue_bytes_bounds_memory_from_capture_on(tmp_path: object) -> None:
     assert result["lost"]["queue_overflow"]["error"] > 19_000
     # 16 MiB of queue, at most 64 unmeasured envelopes (6.4 MB) and the interpreter's slack
     assert result["grown_mib"] < 64, result
-    assert result["worst_ms"] < 100, result  # no capture encoded the backlog or waited
+    # no capture encoded the backlog or waited on the workers (that cost 1.4 s once)
+    assert result["worst_ms"] < 500, result
 
 
 # -- made before monkey-patching ----------------------------------------------------------------

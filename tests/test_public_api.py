@@ -58,7 +58,7 @@ def test_every_public_name_says_how_to_use_it() -> None:
             missing.append(name)
         if inspect.isclass(value):
             for attr, member in vars(value).items():
-                if not attr.startswith("_") and inspect.isfunction(member):
-                    if not inspect.getdoc(member):
-                        missing.append(f"{name}.{attr}")
+                public = not attr.startswith("_") and inspect.isfunction(member)
+                if public and not inspect.getdoc(member):
+                    missing.append(f"{name}.{attr}")
     assert not missing, missing

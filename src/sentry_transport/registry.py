@@ -31,6 +31,30 @@ BACKENDS: dict[str, Backend] = {
         Backend("threaded", "sentry_transport.transports.threaded", "ThreadedTransport"),
         Backend("asyncio", "sentry_transport.transports.aio", "AsyncioTransport"),
         Backend(
+            "requests",
+            "sentry_transport.transports.with_requests",
+            "RequestsTransport",
+            library="requests",
+            extra="requests",
+            group="http_clients",
+        ),
+        Backend(
+            "threaded+requests",
+            "sentry_transport.transports.with_requests",
+            "ThreadedRequestsTransport",
+            library="requests",
+            extra="requests",
+            group="http_clients",
+        ),
+        Backend(
+            "urllib3",
+            "sentry_transport.transports.with_urllib3",
+            "Urllib3Transport",
+            library="urllib3",
+            extra="urllib3",
+            group="http_clients",
+        ),
+        Backend(
             "tornado",
             "sentry_transport.transports.with_tornado",
             "TornadoTransport",
@@ -44,9 +68,6 @@ DEFAULT = "threaded"
 
 # Prefixes raven knew that this version does not implement yet: a clear error, not a guess.
 PLANNED = (
-    "requests",
-    "threaded+requests",
-    "urllib3",
     "http2",
     "gevent",
     "eventlet",

@@ -21,7 +21,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Generator
-from typing import Any
+from typing import Any, Protocol
 
 from . import delivery
 from .core import proxy as _proxy
@@ -41,11 +41,26 @@ from .core.engine import (
     should_grow,
 )
 from .core.envelope import Envelope
+from .core.request import Request
 
 INBOX_UNMEASURED = 64  # envelopes held before they are measured, at the most
 RTT_WINDOW = 32  # round trips per window of the fastest-round-trip estimate
 HANGING = 0.05  # a request in flight this long says the server is slow before it answers
 Steps = Generator[tuple[Any, ...], Any, Any]
+
+
+class Connection(Protocol):
+    """What a worker needs of its connection: core's HttpConnection, or a whole HTTP
+    client's (``runtime.connection(pump)``: requests, urllib3)."""
+
+    open: bool
+    since: float
+    stream: Any
+
+    def exchange(self, request: Request, deadline: float) -> Steps: ...
+
+    def abort(self) -> None: ...
+
 
 wall = time.time  # the engine's clock (rate limits, sent_at)
 monotonic = time.monotonic  # deadlines
@@ -76,10 +91,10 @@ class Workers:
         self.workers = 0
         self.idle: list[Any] = []  # wakes of workers waiting for work
         self.watchers: list[Any] = []  # wakes of flush/close waiting for progress
-        self.connections: set[HttpConnection] = set()
+        self.connections: set[Connection] = set()
         self.draining = False
         self.inline = self.runtime.inline
-        self.inline_conn: HttpConnection | None = None
+        self.inline_conn: Connection | None = None
         self.round_trip = 0.0  # the fastest round trip of the last 32 to 64 (0: none yet)
         self._fastest = (float("inf"), float("inf"), 0)  # this window's, the last one's, n
         self.cpu_busy = 0.0  # process CPU seconds per second in the last round
@@ -177,10 +192,10 @@ class Workers:
 
     # -- workers ------------------------------------------------------------------------------
 
-    def _connection(self) -> HttpConnection:
+    def _connection(self) -> Connection:
         make = getattr(self.runtime, "connection", None)  # a whole HTTP client's, if it has one
         if make is not None:
-            made: HttpConnection = make(self)
+            made: Connection = make(self)
             return made
         return HttpConnection(
             self.dsn,
@@ -270,7 +285,7 @@ class Workers:
                 for i, envelope in enumerate(batch):
                     self.engine.submit(envelope, now, sizes[i] if sizes else None)
 
-    def _send(self, conn: HttpConnection, attempts: list[Attempt], deadline: float = 0.0) -> Steps:
+    def _send(self, conn: Connection, attempts: list[Attempt], deadline: float = 0.0) -> Steps:
         """Encode, send one after another on ``conn``, report every result in one round.
 
         After a failure the rest go back to the engine (REQUEUE), which decides them afresh:
@@ -322,7 +337,7 @@ class Workers:
         if action is not None:
             yield from self._send(self._inline(), action.attempts)
 
-    def _inline(self) -> HttpConnection:
+    def _inline(self) -> Connection:
         if self.inline_conn is None:
             self.inline_conn = self._connection()
             self.connections.add(self.inline_conn)

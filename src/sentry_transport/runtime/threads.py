@@ -7,6 +7,7 @@ process was patched after the runtime was made, so that it rebuilds (see pump.py
 
 from __future__ import annotations
 
+import _thread
 import socket
 import threading
 import time
@@ -41,7 +42,10 @@ class Threads:
         return threading.Event()
 
     def spawn(self, work: Callable[[], Generator[Any, Any, Any]], name: str) -> bool:
-        threading.Thread(target=lambda: run(work()), name=name, daemon=True).start()
+        """Start a worker thread. ``_thread`` directly: ``Thread.start()`` waits until the
+        new thread runs, which a capture that grows the pool would wait for (tens of ms on a
+        loaded machine). Workers need nothing of ``threading.Thread``."""
+        _thread.start_new_thread(run, (work(),))
         return True
 
     def stream(self) -> SocketStream:

@@ -56,8 +56,19 @@ def test_unknown_prefix_lists_the_known_ones() -> None:
 
 
 def test_planned_prefix_is_a_clear_error() -> None:
-    with pytest.raises(DsnError, match=r"'gevent\+' is not available in this version"):
-        make_transport("gevent+" + DSN)
+    with pytest.raises(DsnError, match=r"'http2\+' is not available in this version"):
+        make_transport("http2+" + DSN)
+
+
+def test_a_missing_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentry_transport import MissingDependencyError, registry
+
+    missing = registry.Backend(
+        "carrier", "sentry_transport.transports.sync", "SyncTransport", "no_such_lib", "carrier"
+    )
+    monkeypatch.setitem(registry.BACKENDS, "carrier", missing)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'sentry-transport\[carrier\]'"):
+        make_transport("carrier+" + DSN)
 
 
 def test_bad_option_is_a_dsn_error() -> None:

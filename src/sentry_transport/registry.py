@@ -55,6 +55,22 @@ BACKENDS: dict[str, Backend] = {
             group="http_clients",
         ),
         Backend(
+            "gevent",
+            "sentry_transport.transports.with_gevent",
+            "GeventTransport",
+            library="gevent",
+            extra="gevent",
+            group="gevent",
+        ),
+        Backend(
+            "eventlet",
+            "sentry_transport.transports.with_eventlet",
+            "EventletTransport",
+            library="eventlet",
+            extra="eventlet",
+            group="eventlet",
+        ),
+        Backend(
             "tornado",
             "sentry_transport.transports.with_tornado",
             "TornadoTransport",
@@ -69,8 +85,6 @@ DEFAULT = "threaded"
 # Prefixes raven knew that this version does not implement yet: a clear error, not a guess.
 PLANNED = (
     "http2",
-    "gevent",
-    "eventlet",
     "twisted",
 )
 

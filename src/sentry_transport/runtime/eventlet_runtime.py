@@ -1,0 +1,254 @@
+"""Eventlet: workers are green threads on one hub, over eventlet's green sockets and TLS.
+
+Eventlet is in maintenance mode upstream and discourages new use; this is the least that
+keeps the guarantees, patched process or not:
+
+- Home: the thread that made the runtime; workers run on its hub (``eventlet.spawn_n``).
+- Wakes are pipes: ``set()`` writes a byte from any thread; a green thread of the home hub
+  waits for the pipe through the hub, any other thread in ``select``. No hub state is
+  touched from another thread; a spawn asked for by another thread goes through a doorbell
+  (a green thread at home that runs what other threads hand it).
+- Lock: a real OS lock, never held across a switch. Jobs of ``INLINE_ENCODE_BYTES`` or more
+  are encoded and compressed on a short-lived OS thread; sizes at capture are estimates.
+- TLS: the contexts of ``io/tls.py`` as eventlet's ``GreenSSLContext``.
+- Fork: the child's first pump gives the forking thread a fresh hub when the inherited one
+  polls through a kernel object (epoll, kqueue) it would share with the parent.
+- Exit: the pump closes on the exiting thread (rebuilt there first if home is gone).
+
+Importing eventlet warns ``EventletDeprecationWarning``; that warning, and only it, is
+silenced for our import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Generator
+from typing import Any
+
+from ..core.engine import Attempt
+from ..core.envelope import Envelope
+from ..core.errors import MissingDependencyError
+from ..core.options import TransportOptions
+from ..io import tls
+from ..io.sockets import SocketStream, run
+from .aio import INLINE_ENCODE_BYTES
+from .threads import Threads
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated", category=Warning)
+    try:
+        import eventlet
+        import eventlet.green.socket
+        import eventlet.green.ssl
+        import eventlet.hubs
+        import eventlet.patcher
+    except ModuleNotFoundError as missing:
+        if missing.name != "eventlet":
+            raise
+        raise MissingDependencyError("eventlet", "eventlet", "the 'eventlet+' transport") from None
+
+_thread = eventlet.patcher.original("_thread")  # the real ones, patched process or not
+_os = eventlet.patcher.original("os")  # (a green os.read would switch: clear() runs locked)
+_select = eventlet.patcher.original("select").select
+_os_sleep = eventlet.patcher.original("time").sleep
+_SHARED_POLLERS = ("eventlet.hubs.epolls", "eventlet.hubs.kqueue")
+_hub_pid = [os.getpid()]  # the process whose hub this module last checked (fork)
+
+
+class _Expired(Exception):
+    pass
+
+
+class PipeWake:
+    """An event for one waiter, ``set()`` from any thread (it writes a byte to a pipe)."""
+
+    __slots__ = ("_flag", "_home", "_read", "_write")
+
+    def __init__(self, home: int) -> None:
+        self._home = home
+        self._flag = False
+        self._read, self._write = _os.pipe()
+        _os.set_blocking(self._read, False)
+        _os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        self._flag = True
+        with contextlib.suppress(OSError):  # full: a byte is waiting already
+            _os.write(self._write, b"!")
+
+    def clear(self) -> None:
+        self._flag = False
+        with contextlib.suppress(OSError):
+            while _os.read(self._read, 512):
+                pass
+
+    def wait(self, timeout: float | None) -> bool:
+        if not self._flag:
+            if _thread.get_ident() == self._home:
+                with contextlib.suppress(_Expired):
+                    eventlet.hubs.trampoline(
+                        self._read, read=True, timeout=timeout, timeout_exc=_Expired
+                    )
+            else:
+                _select([self._read], [], [], timeout)
+        return self._flag
+
+    def __del__(self) -> None:
+        for fd in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                _os.close(fd)
+
+
+class _Doorbell:
+    """Runs on the home hub the calls other threads hand it (eventlet's hub may be driven
+    from its own thread only)."""
+
+    def __init__(self, home: int) -> None:
+        self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._wake = PipeWake(home)
+        eventlet.spawn_n(self._serve)
+
+    def call(self, function: Callable[..., Any], *args: Any) -> None:
+        self._calls.append((function, args))
+        self._wake.set()
+
+    def _serve(self) -> None:
+        while True:
+            self._wake.wait(None)
+            self._wake.clear()
+            while self._calls:
+                function, args = self._calls.popleft()
+                function(*args)
+
+
+class Eventlet:
+    name = "eventlet"
+    inline = False
+    run = staticmethod(run)  # flush/close and the exit drain: waits yield to the hub
+
+    def __init__(self) -> None:
+        self._bind()
+
+    def _bind(self) -> None:
+        self.home = _thread.get_ident()
+        self._doorbell = _Doorbell(self.home)
+
+    def attach(self, pump: Any) -> None:
+        """The pump this runtime serves (nothing to watch)."""
+
+    def patched(self) -> bool:
+        return False  # eventlet's own APIs throughout: patching changes nothing here
+
+    def lock(self) -> Any:
+        return _thread.allocate_lock()
+
+    def wake(self) -> PipeWake:
+        return PipeWake(self.home)
+
+    def spawn(self, work: Callable[[], Generator[Any, Any, Any]], name: str) -> bool:
+        if _thread.get_ident() == self.home:
+            eventlet.spawn_n(run_work, work)
+        else:
+            self._doorbell.call(eventlet.spawn_n, run_work, work)
+        return True
+
+    def stream(self) -> SocketStream:
+        return SocketStream(create_connection=eventlet.green.socket.create_connection)
+
+    def tls(self, options: TransportOptions) -> Any:
+        return _green(tls.ssl_context(options))
+
+    def proxy_tls(self) -> Any:
+        return _green(tls.proxy_context())
+
+    def encode(
+        self, encode: Callable[[Attempt, float], None], attempts: list[Attempt], now: float
+    ) -> None:
+        if (
+            sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES
+            or _thread.get_ident() != self.home
+        ):
+            Threads.encode(encode, attempts, now)
+            return
+        done = PipeWake(self.home)
+        failed: list[BaseException] = []
+
+        def off_the_hub() -> None:
+            try:
+                Threads.encode(encode, attempts, now)
+            except BaseException as exc:  # handed to the worker, which decides
+                failed.append(exc)
+            finally:
+                done.set()
+
+        try:
+            _thread.start_new_thread(off_the_hub, ())
+        except RuntimeError:  # no new thread at interpreter exit (Python 3.12.0-3.12.2)
+            Threads.encode(encode, attempts, now)
+            return
+        while not done.wait(None):
+            pass
+        if failed:
+            raise failed[0]
+
+    @staticmethod
+    def measure(envelope: Envelope) -> int:
+        """The caller's own envelope: a bounded estimate (no encoding on the hub)."""
+        return sum(item.size_hint() for item in envelope.items)
+
+    @classmethod
+    def measure_all(cls, envelopes: list[Envelope]) -> list[int]:
+        return [cls.measure(envelope) for envelope in envelopes]
+
+    def sleep(self, seconds: float) -> None:
+        if _thread.get_ident() == self.home:
+            eventlet.sleep(seconds)
+        else:
+            _os_sleep(seconds)
+
+    def after_fork(self) -> None:
+        if _hub_pid[0] != os.getpid():  # the first pump of this child: check the hub once
+            _hub_pid[0] = os.getpid()
+            hub = eventlet.hubs.get_hub()
+            if type(hub).__module__ in _SHARED_POLLERS:
+                eventlet.hubs.use_hub(type(hub))  # the parent's epoll: the child's own instead
+        self._bind()  # home is the forking thread now
+
+    def at_exit(self, pump: Any) -> None:
+        """Interpreter exit: close within the shutdown timeout, on the exiting thread."""
+        if pump.engine.stopped:
+            return
+        if _thread.get_ident() != self.home and self.home not in sys._current_frames():
+            pump.rebuild()  # nobody runs the home hub any more: workers on this thread's
+        run(pump.close(time.monotonic() + pump.options.shutdown_timeout))
+
+
+def run_work(work: Callable[[], Generator[Any, Any, Any]]) -> None:
+    run(work())
+
+
+class _GreenContext(eventlet.green.ssl.GreenSSLContext):  # type: ignore[misc]
+    """Eventlet's context, whose socket is closed when its handshake fails (eventlet's own
+    leaves it to the garbage collector, which warns ``ResourceWarning``)."""
+
+    __slots__ = ()
+
+    def wrap_socket(self, sock: Any, **kwargs: Any) -> Any:
+        wrapped = super().wrap_socket(sock, do_handshake_on_connect=False, **kwargs)
+        try:
+            wrapped.do_handshake()
+        except BaseException:
+            wrapped.close()
+            raise
+        return wrapped
+
+
+def _green(context: Any) -> Any:
+    """The same context as an eventlet one: its class only changes how it wraps sockets."""
+    context.__class__ = _GreenContext
+    return context

@@ -54,11 +54,11 @@ def test_scheme_is_case_insensitive() -> None:
 
 
 def test_host_is_lower_cased_but_key_and_project_are_opaque() -> None:
-    dsn = Dsn.parse("https://AbCdEf@Sentry.EXAMPLE.com/ProjX")
+    dsn = Dsn.parse("https://AbCdEf@Sentry.EXAMPLE.com/0042")
     assert dsn.host == "sentry.example.com"
     assert dsn.public_key == "AbCdEf"
-    assert dsn.project_id == "ProjX"
-    assert dsn.envelope_url == "https://sentry.example.com/api/ProjX/envelope/"
+    assert dsn.project_id == "0042"
+    assert dsn.envelope_url == "https://sentry.example.com/api/0042/envelope/"
 
 
 def test_ipv6_host_keeps_brackets_and_hostname_drops_them() -> None:
@@ -441,3 +441,9 @@ def test_cr_and_lf_are_named() -> None:
 def test_non_string_is_rejected(value: object) -> None:
     with pytest.raises(DsnError, match="string"):
         Dsn.parse(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("project", ["<project>", "abc", "1a", "+1", "1_000", "\u0661"])
+def test_project_id_must_be_a_number(project: str) -> None:
+    with pytest.raises(DsnError, match="project id must be a number"):
+        Dsn.parse(f"https://key@h.example/{project}")

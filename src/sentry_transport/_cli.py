@@ -4,7 +4,11 @@ sentry-transport demo [-n N]        start a local sink, send N events through ev
                                     transport, print what was delivered and how fast
 sentry-transport send DSN [-m MSG]  send one message event to a real server, print stats
 sentry-transport sink [--port P]    run the local sink in the foreground
-sentry-transport dsn DSN            show how a DSN is read (the secret stays hidden)
+sentry-transport dsn DSN            show how a DSN is read (secrets and proxy passwords hidden)
+sentry-transport --version
+
+A user error (a bad DSN or option, a port that cannot be listened on, a bad argument) is one
+line on stderr and exit status 2; no traceback.
 """
 
 from __future__ import annotations
@@ -12,15 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import ipaddress
 import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from ._factory import BACKENDS, make_transport, transport_class
 from .core.dsn import Dsn
 from .core.errors import ConfigurationError, SentryTransportError
+from .core.version import VERSION
+
+PROG = "sentry-transport"
 
 
 def _event(i: int) -> dict[str, Any]:
@@ -114,8 +123,28 @@ def demo(count: int, out: Any = sys.stdout) -> int:
     return 1 if failures else 0
 
 
+def _parse(text: str) -> Dsn:
+    """The DSN (Dsn.parse makes the checks a real server makes first)."""
+    return Dsn.parse(text)
+
+
+def _mask_proxy(url: str | None) -> str | None:
+    """A proxy URL with its password shown as ``***``."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"  # unreadable: show none of it
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
+
+
 def send(dsn: str, message: str, timeout: float) -> int:
-    transport = make_transport(dsn)
+    transport = make_transport(_parse(dsn))
     transport.capture_event({"level": "info", "message": {"formatted": message}})
     ok = transport.flush(timeout)
     transport.close(1.0)
@@ -124,7 +153,10 @@ def send(dsn: str, message: str, timeout: float) -> int:
 
 
 def show_dsn(text: str) -> int:
-    dsn = Dsn.parse(text)
+    dsn = _parse(text)
+    options = {k: getattr(dsn.options, k) for k in dsn.options.names()}
+    for name in ("http_proxy", "https_proxy"):
+        options[name] = _mask_proxy(options[name])
     shown = {
         "backend": dsn.backend or "threaded (default)",
         "scheme": dsn.scheme,
@@ -135,24 +167,83 @@ def show_dsn(text: str) -> int:
         "path_prefix": dsn.path_prefix,
         "project_id": dsn.project_id,
         "envelope_url": dsn.envelope_url,
-        "options": {k: getattr(dsn.options, k) for k in dsn.options.names()},
+        "options": options,
     }
     print(json.dumps(shown, indent=2))
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (the usage is under ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_count.__name__ = "positive integer"  # what argparse calls it in "invalid ... value"
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(text)
+    return value
+
+
+_seconds.__name__ = "positive number of seconds"
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
+_port.__name__ = "port (0..65535)"
+
+
+def _latency(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
+_latency.__name__ = "latency (seconds >= 0)"
+
+
+def _host(text: str) -> str:
+    ipaddress.ip_address(text)  # the sink listens on an address, not a name
+    return text
+
+
+_host.__name__ = "IP address"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sentry-transport", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    """Run the command line; returns the exit status (2 for a user error)."""
+    parser = _Parser(prog=PROG, description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"{PROG} {VERSION}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_demo = commands.add_parser("demo", help="send events through every transport to a local sink")
-    p_demo.add_argument("-n", "--count", type=int, default=2000, help="events per transport")
+    p_demo.add_argument("-n", "--count", type=_count, default=2000, help="events per transport")
     p_send = commands.add_parser("send", help="send one message event to a DSN")
     p_send.add_argument("dsn")
     p_send.add_argument("-m", "--message", default="Hello from sentry-transport")
-    p_send.add_argument("--timeout", type=float, default=10.0)
+    p_send.add_argument("--timeout", type=_seconds, default=10.0)
     p_sink = commands.add_parser("sink", help="run the local sink in the foreground")
-    p_sink.add_argument("--host", default="127.0.0.1")
-    p_sink.add_argument("--port", type=int, default=8969)
+    p_sink.add_argument("--host", type=_host, default="127.0.0.1")
+    p_sink.add_argument("--port", type=_port, default=8969)
+    p_sink.add_argument("--latency", type=_latency, default=0.0, help="seconds before answers")
+    p_sink.add_argument("--quiet", action="store_true", help="print only the DSN")
     p_dsn = commands.add_parser("dsn", help="show how a DSN is read")
     p_dsn.add_argument("dsn")
     args = parser.parse_args(argv)
@@ -164,12 +255,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sink":
             from .testing import main as sink_main
 
-            sink_main(["--host", args.host, "--port", str(args.port)])
-            return 0
+            sink_args = ["--host", args.host, "--port", str(args.port)]
+            sink_args += ["--latency", str(args.latency)] + (["--quiet"] if args.quiet else [])
+            return sink_main(sink_args)  # 2 with one line on stderr when it cannot listen
         return show_dsn(args.dsn)
     except (ConfigurationError, SentryTransportError) as exc:
-        print(f"sentry-transport: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

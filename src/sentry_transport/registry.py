@@ -71,6 +71,14 @@ BACKENDS: dict[str, Backend] = {
             group="eventlet",
         ),
         Backend(
+            "twisted",
+            "sentry_transport.transports.with_twisted",
+            "TwistedTransport",
+            library="twisted",
+            extra="twisted",
+            group="twisted",
+        ),
+        Backend(
             "tornado",
             "sentry_transport.transports.with_tornado",
             "TornadoTransport",
@@ -83,10 +91,7 @@ BACKENDS: dict[str, Backend] = {
 DEFAULT = "threaded"
 
 # Prefixes raven knew that this version does not implement yet: a clear error, not a guess.
-PLANNED = (
-    "http2",
-    "twisted",
-)
+PLANNED = ("http2",)
 
 CLASSES = {b.cls: b for b in BACKENDS.values()}  # class name -> backend (lazy attributes)
 

@@ -317,6 +317,10 @@ class Workers:
                 if not 200 <= response.status < 300:
                     break
         finally:
+            # Unreported attempts go back: the rest of a batch after a failure, and all of them
+            # when the worker is cancelled (asyncio.run cancels every task at the loop's end)
+            # or killed. One cancelled mid-exchange may have reached the server already: it is
+            # sent again (Sentry drops a duplicate event id); never counted twice here.
             results += [(attempt, REQUEUE) for attempt in attempts[len(results) :]]
             self.cpu_busy = (time.process_time() - cpu) / max(monotonic() - started, 1e-6)
             if generation == self.generation:

@@ -19,6 +19,7 @@ from .options import TransportOptions
 SCHEMES = ("http", "https")
 _BACKEND = re.compile(r"^[a-z][a-z0-9_]*(\+[a-z][a-z0-9_]*)*$")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_PROJECT_ID = re.compile(r"[0-9]+")  # Sentry project ids are integers (Relay: u64)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,11 @@ class Dsn:
         prefix, _, project_id = path.rpartition("/")
         if not project_id:
             raise DsnError("the DSN has no project id: expected 'https://<key>@<host>/<project>'")
+        if not _PROJECT_ID.fullmatch(project_id):
+            raise DsnError(
+                f"the DSN's project id must be a number, not {project_id!r} "
+                "(expected 'https://<key>@<host>/<project>')"
+            )
         query: dict[str, str] = {}
         if parts.query:
             try:

@@ -16,6 +16,7 @@ from .errors import HttpProtocolError
 MAX_HEAD = 64 * 1024
 MAX_KEPT_BODY = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
+_FRAMING = frozenset({"connection", "transfer-encoding", "content-length"})
 
 
 @dataclass(frozen=True)
@@ -127,24 +128,29 @@ class ResponseParser:
             if not 100 <= status <= 999:
                 raise HttpProtocolError(f"status {status} out of range")
             headers: list[tuple[str, str]] = []
+            framing: dict[str, list[str]] = {}  # the headers that decide keep-alive and the body
             for line in lines[1:]:
                 name, colon, value = line.partition(":")
                 if not colon or not name or name != name.strip():
                     raise HttpProtocolError(f"malformed header line {line[:80]!r}")
-                headers.append((name, value.strip()))
+                value = value.strip()
+                headers.append((name, value))
+                lowered = name.lower()
+                if lowered in _FRAMING:
+                    framing.setdefault(lowered, []).append(value)
             if 100 <= status < 200 and status != 101:
                 continue  # an interim answer (100 Continue): the real one follows
-            connection = ",".join(v.lower() for k, v in headers if k.lower() == "connection")
+            connection = ",".join(framing.get("connection", ())).lower()
             keep_alive = "close" not in connection and (
                 version != "HTTP/1.0" or "keep-alive" in connection
             )
             self._head = (status, parts[2] if len(parts) > 2 else "", tuple(headers), keep_alive)
-            self._choose_mode(status, headers)
+            self._choose_mode(status, framing)
             return True
 
-    def _choose_mode(self, status: int, headers: list[tuple[str, str]]) -> None:
-        encoding = ",".join(v.lower() for k, v in headers if k.lower() == "transfer-encoding")
-        lengths = {v for k, v in headers if k.lower() == "content-length"}
+    def _choose_mode(self, status: int, framing: dict[str, list[str]]) -> None:
+        encoding = ",".join(framing.get("transfer-encoding", ())).lower()
+        lengths = set(framing.get("content-length", ()))
         if self._no_body or status in (204, 304):
             self._mode, self._remaining = "length", 0
         elif "chunked" in encoding:

@@ -1,18 +1,38 @@
-"""Client CPU per delivered envelope, and throughput: sentry_sdk vs our transports, now and
-at an older baseline, each measured in a process of its own.
+"""Client CPU per delivered envelope and throughput, sentry_sdk vs every runtime we ship.
+
+With --baseline also threaded/sync/asyncio at an older version; each peer in its own process.
 
 Every (peer, scenario, repeat) is one child process (``--child``), so that
 ``getrusage(RUSAGE_SELF)`` (user + system, all threads) counts that client and nothing else.
 The sink (``python -m sentry_transport.testing --quiet``) is a further process. A child
 builds its envelopes first, then times capture + flush, then asks the transport how many it
-delivered. See bench/README.md for the columns.
+delivered. The gevent and eventlet children monkey-patch before anything else is imported.
+See bench/README.md for the columns and the targets checked at the bottom.
 
     .venv/bin/python bench/cpu_per_envelope.py [--repeats 3] [--scale 1.0] [--baseline DIR]
+        [--peers threaded,gevent,...] [--scenarios small,slow,100kb]
 """
 
 from __future__ import annotations
 
+import sys
+
+# a green child patches first thing, before the rest of the standard library is imported
+if __name__ == "__main__" and sys.argv[1:3] == ["--child", "gevent"]:
+    from gevent import monkey
+
+    monkey.patch_all()  # first thing in the child
+elif __name__ == "__main__" and sys.argv[1:3] == ["--child", "eventlet"]:
+    import warnings
+
+    with warnings.catch_warnings():  # eventlet warns that it is deprecated when imported
+        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated", category=Warning)
+        import eventlet
+
+    eventlet.monkey_patch()
+
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -20,7 +40,6 @@ import resource
 import shlex
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,7 +55,32 @@ BATCH = 90  # sentry_sdk keeps at most 100 jobs queued: feed it 90, then flush
 FLUSH_TIMEOUT = 60.0
 CHILD_TIMEOUT = 120.0
 SINK_START_TIMEOUT = 15.0
-KINDS = ("sdk", "threaded", "sync", "asyncio")
+# our peers: kind -> make_transport prefix (asyncio is AsyncioTransport(dsn) on asyncio.run)
+PREFIXES = {
+    "threaded": "",
+    "sync": "sync+",
+    "asyncio": "asyncio+",
+    "requests": "requests+",
+    "threaded+requests": "threaded+requests+",
+    "urllib3": "urllib3+",
+    "gevent": "gevent+",
+    "eventlet": "eventlet+",
+    "tornado": "tornado+",
+    "twisted": "twisted+",
+}
+OURS = tuple(PREFIXES)
+KINDS = ("sdk", *OURS)
+BASELINE_KINDS = ("threaded", "sync", "asyncio")  # the ones an older src/ is run for
+BLOCKING = ("sync", "requests")  # one request at a time, on the caller's thread
+EXTRAS = {  # kind -> the distribution it needs (its version goes in the header)
+    "requests": "requests",
+    "threaded+requests": "requests",
+    "urllib3": "urllib3",
+    "gevent": "gevent",
+    "eventlet": "eventlet",
+    "tornado": "tornado",
+    "twisted": "twisted",
+}
 
 
 # -- the child: one client, one measurement ---------------------------------------------------
@@ -47,6 +91,16 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def os_threads() -> int:
+    """OS threads of this process (Linux: /proc, so also threads that ``threading`` does not
+    know of, such as gevent's hub threadpool; elsewhere ``threading.active_count()``, which
+    in a monkey-patched process counts green threads)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
 def make_events(kind: str, count: int) -> list[dict[str, Any]]:
     from events import large_event, small_event  # bench/events.py, next to this file
 
@@ -55,11 +109,11 @@ def make_events(kind: str, count: int) -> list[dict[str, Any]]:
 
 
 class Clock:
-    """CPU and wall time of the measured stretch, and the most threads (and, on a running
-    event loop, tasks other than the benchmark's own) seen alive in it."""
+    """CPU and wall time of the measured stretch, and the most OS threads (and, on a running
+    asyncio loop, tasks other than the benchmark's own) seen alive in it."""
 
     def __init__(self) -> None:
-        self.threads = threading.active_count()
+        self.threads = os_threads()
         self.tasks: int | None = None
 
     def start(self) -> None:
@@ -67,7 +121,7 @@ class Clock:
         self.cpu0 = cpu_seconds()
 
     def sample(self, loop: bool = False) -> None:
-        self.threads = max(self.threads, threading.active_count())
+        self.threads = max(self.threads, os_threads())
         if loop:
             import asyncio
 
@@ -159,10 +213,14 @@ def child_ours(kind: str, dsn: str, events: list[dict[str, Any]]) -> dict[str, A
 
     envelopes = [Envelope.for_event(event) for event in events]
     clock = Clock()
-    if kind == "asyncio":
+
+    if kind in ("asyncio", "tornado"):  # on a running loop: yield to it every BATCH captures
 
         async def main() -> dict[str, Any]:
-            transport = sentry_transport.AsyncioTransport(dsn)
+            if kind == "asyncio":
+                transport: Any = sentry_transport.AsyncioTransport(dsn)
+            else:
+                transport = make_transport("tornado+" + dsn)
             capture = transport.capture_envelope
             gc.collect()
             clock.start()
@@ -177,9 +235,37 @@ def child_ours(kind: str, dsn: str, events: list[dict[str, Any]]) -> dict[str, A
             await transport.aclose(5.0)
             return result
 
-        return asyncio.run(main())
+        if kind == "asyncio":
+            return asyncio.run(main())
+        from tornado.ioloop import IOLoop
 
-    transport = make_transport(("sync+" if kind == "sync" else "") + dsn)
+        return IOLoop.current().run_sync(main)
+
+    reactor: Any = None
+    reactor_thread = None
+    if kind == "twisted":  # the reactor in a helper thread; capture and flush from this one
+        from twisted.internet import reactor
+
+        reactor_thread = threading.Thread(
+            target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
+        )
+        reactor_thread.start()
+        running = threading.Event()
+        reactor.callFromThread(running.set)
+        if not running.wait(10):
+            raise RuntimeError("the reactor did not start")
+
+    pause: Any = None  # a green child yields to its hub every BATCH captures
+    if kind == "gevent":
+        import gevent
+
+        pause = gevent.sleep
+    elif kind == "eventlet":
+        import eventlet
+
+        pause = eventlet.sleep
+
+    transport = make_transport(PREFIXES[kind] + dsn)
     capture = transport.capture_envelope
     gc.collect()
     clock.start()
@@ -187,10 +273,15 @@ def child_ours(kind: str, dsn: str, events: list[dict[str, Any]]) -> dict[str, A
         capture(envelope)
         if i % BATCH == 0:
             clock.sample()
+            if pause is not None:
+                pause(0)
     flushed = transport.flush(FLUSH_TIMEOUT)
     clock.sample()
     result = ours_result(transport, clock.stop(), clock, flushed)
     transport.close(5.0)
+    if reactor_thread is not None:
+        reactor.callFromThread(reactor.stop)
+        reactor_thread.join(10)
     return result
 
 
@@ -208,7 +299,7 @@ def child(args: argparse.Namespace) -> int:
                 return 3
         result = child_ours(args.kind, args.dsn, events)
     result["sent"] = args.count
-    print(json.dumps(result))
+    print(json.dumps(result), flush=True)
     return 0
 
 
@@ -232,6 +323,7 @@ class Peer:
 
 @dataclass(frozen=True, eq=False)  # a key by identity
 class Scenario:
+    key: str  # its name for --scenarios
     name: str
     event: str  # small / large
     latency: float
@@ -352,14 +444,29 @@ def probe(peer: Peer) -> str:
 
 
 def describe_sdk() -> str:
-    import sentry_sdk
-    from sentry_sdk.consts import DEFAULT_OPTIONS
-    from sentry_sdk.transport import HttpTransport
+    import warnings
+
+    with warnings.catch_warnings():  # sentry_sdk imports eventlet, if installed, which warns
+        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated", category=Warning)
+        import sentry_sdk
+        from sentry_sdk.consts import DEFAULT_OPTIONS
+        from sentry_sdk.transport import HttpTransport
 
     t = HttpTransport(dict(DEFAULT_OPTIONS, dsn="http://public@127.0.0.1:9/42"))  # sends nothing
     queue = DEFAULT_OPTIONS["transport_queue_size"]
     algo = f"{t._compression_algo} {t._compression_level}"
     return f"{sentry_sdk.VERSION} ({algo}, 1 worker thread, queue {queue})"
+
+
+def describe_extras(kinds: Sequence[str]) -> str:
+    names = sorted({EXTRAS[k] for k in kinds if k in EXTRAS})
+    versions = []
+    for name in names:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} NOT INSTALLED")
+    return ", ".join(versions)
 
 
 def git(src: str, *args: str) -> str:
@@ -405,6 +512,12 @@ class Summary:
     def rate(self) -> float | None:
         return median([o.rate for o in self.good])
 
+    def all_delivered(self) -> bool:
+        """Every run answered, and delivered all it sent."""
+        return bool(self.outcomes) and all(
+            o.ok and o.data["delivered"] == o.sent for o in self.outcomes
+        )
+
     def delivered(self) -> str:
         if not self.good:
             return "-"
@@ -423,9 +536,12 @@ class Summary:
     def note(self) -> str:
         bad = [o for o in self.outcomes if not o.ok]
         unflushed = sum(1 for o in self.good if not o.data["flushed"])
+        lost = sum(o.data["lost"] for o in self.good)
         parts = [f"{o.status} ({o.detail})" for o in bad]
         if unflushed:
             parts.append(f"{unflushed} flush timed out")
+        if lost:
+            parts.append(f"{lost} counted lost")
         return "; ".join(parts)
 
 
@@ -441,50 +557,28 @@ def fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def print_table(results: dict[Scenario, dict[Peer, Summary]]) -> None:
-    header = [
-        "scenario",
-        "peer",
-        "delivered/sent",
-        "env/s",
-        "µs CPU/env",
-        "max thr",
-        "workers",
-        "max tasks",
-        "CPU/sdk",
-        "rate/sdk",
-        "CPU/base",
-        "rate/base",
-        "note",
-    ]
+def print_table(results: dict[Scenario, dict[Peer, Summary]], baseline: bool) -> None:
+    header = ["scenario", "peer", "delivered/sent", "env/s", "µs CPU/env", "max thr"]
+    header += ["workers", "max tasks", "rate/sdk", "CPU/sdk"]
+    header += ["rate/base", "CPU/base"] if baseline else []
+    header += ["note"]
     table = [header]
     for scenario, summaries in results.items():
         sdk = next((s for p, s in summaries.items() if p.kind == "sdk"), None)
         base = {p.kind: s for p, s in summaries.items() if p.group == "base"}
         for peer, s in summaries.items():
             cpu, rate = s.cpu(), s.rate()
-            vs_sdk = ("", "")
+            vs_sdk = ["", ""]
             if sdk is not None and peer.kind != "sdk":
-                vs_sdk = (ratio(cpu, sdk.cpu()), ratio(rate, sdk.rate()))
-            vs_base = ("", "")
+                vs_sdk = [ratio(rate, sdk.rate()), ratio(cpu, sdk.cpu())]
+            vs_base = ["", ""]
             if peer.group == "now" and peer.kind in base:
                 other = base[peer.kind]
-                vs_base = (ratio(cpu, other.cpu()), ratio(rate, other.rate()))
-            table.append(
-                [
-                    scenario.name,
-                    peer.label,
-                    s.delivered(),
-                    fmt(rate, ",.0f"),
-                    fmt(cpu, ",.0f"),
-                    s.threads(),
-                    s.most("workers"),
-                    s.most("tasks"),
-                    *vs_sdk,
-                    *vs_base,
-                    s.note(),
-                ]
-            )
+                vs_base = [ratio(rate, other.rate()), ratio(cpu, other.cpu())]
+            row = [scenario.name, peer.label, s.delivered(), fmt(rate, ",.0f"), fmt(cpu, ",.0f")]
+            row += [s.threads(), s.most("workers"), s.most("tasks"), *vs_sdk]
+            row += vs_base if baseline else []
+            table.append([*row, s.note()])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     left = {0, 1, len(header) - 1}
     for n, row in enumerate(table):
@@ -502,6 +596,7 @@ def print_runs(results: dict[Scenario, dict[Peer, Summary]]) -> None:
         "\nevery run: delivered/sent [lost], envelopes/s, µs CPU/env, wall s, "
         "t<max threads> w<workers> k<max tasks>"
     )
+    width = max(len(p.label) for summaries in results.values() for p in summaries)
     for scenario, summaries in results.items():
         print(f"  {scenario.name}:")
         for peer, s in summaries.items():
@@ -517,25 +612,103 @@ def print_runs(results: dict[Scenario, dict[Peer, Summary]]) -> None:
                     f"{fmt(o.us_per_envelope, ',.0f')}µs {d['wall']:.2f}s "
                     f"t{d['threads']} w{dash(d['workers'])} k{dash(d['tasks'])}"
                 )
-            print(f"    {peer.label:<16} " + "; ".join(runs))
+            print(f"    {peer.label:<{width}} " + "; ".join(runs))
+
+
+SLOW_NONBLOCKING_X = 10.0  # sink +20 ms: envelopes/s of a non-blocking runtime / sentry_sdk's
+SLOW_BLOCKING_X = 0.8  # sink +20 ms: envelopes/s of sync, requests / sentry_sdk's
+SMALL_CPU_X = 1.0  # small: µs CPU per envelope / sentry_sdk's, at most
+
+
+def print_targets(results: dict[Scenario, dict[Peer, Summary]]) -> int:
+    """PASS/FAIL per target and peer ("now" rows only); returns the number of FAILs."""
+    by_key = {scenario.key: summaries for scenario, summaries in results.items()}
+    failed = 0
+
+    def check(key: str, judge: Any) -> None:
+        nonlocal failed
+        summaries = by_key.get(key)
+        if summaries is None:
+            print(f"  (scenario {key} not run)")
+            return
+        sdk = next(s for p, s in summaries.items() if p.kind == "sdk")
+        for peer, s in summaries.items():
+            if peer.group == "now":
+                ok, text = judge(peer, s, sdk)
+                failed += not ok
+                print(f"  {'PASS' if ok else 'FAIL'}  {peer.label:<24} {text}")
+
+    def times(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    def slow(peer: Peer, s: Summary, sdk: Summary) -> tuple[bool, str]:
+        want = SLOW_BLOCKING_X if peer.kind in BLOCKING else SLOW_NONBLOCKING_X
+        x = times(s.rate(), sdk.rate())
+        text = f"env/s {'n/a' if x is None else f'{x:.2f}x'} sentry_sdk's (want >= {want:g}x)"
+        if not s.all_delivered():
+            text += f"; delivered {s.delivered()}"
+        return x is not None and x >= want, text
+
+    def small(peer: Peer, s: Summary, sdk: Summary) -> tuple[bool, str]:
+        x = times(s.cpu(), sdk.cpu())
+        everything = s.all_delivered()
+        text = "delivered all" if everything else f"delivered {s.delivered()} (want all)"
+        text += f"; µs CPU/env {'n/a' if x is None else f'{x:.2f}x'} sentry_sdk's"
+        text += f" (want <= {SMALL_CPU_X:g}x)"
+        return everything and x is not None and x <= SMALL_CPU_X, text
+
+    print("\ntargets:")
+    print(
+        f" sink +20 ms: non-blocking runtimes >= {SLOW_NONBLOCKING_X:g}x sentry_sdk's env/s, "
+        f"blocking ({', '.join(BLOCKING)}) >= {SLOW_BLOCKING_X:g}x"
+    )
+    check("slow", slow)
+    print(" small ~1 KB: every run delivers all, at no more µs CPU/env than sentry_sdk")
+    check("small", small)
+    return failed
+
+
+SCENARIO_KEYS = ("small", "slow", "100kb")
+DEFAULT_SCENARIOS = ("small", "slow", "100kb")
+ALIASES = {"sentry_sdk": "sdk", "20ms": "slow", "large": "100kb"}
+
+
+def pick(text: str | None, choices: Sequence[str], what: str) -> list[str]:
+    """Names from a comma list (``requests+`` = ``requests``), in ``choices``' order."""
+    if text is None:
+        return list(choices)
+    wanted = set()
+    for name in text.split(","):
+        name = name.strip().lower()
+        name = ALIASES.get(name, name.removesuffix("+") if name.endswith("+") else name)
+        if name not in choices:
+            raise SystemExit(f"unknown {what} {name!r}; choose from {', '.join(choices)}")
+        wanted.add(name)
+    return [c for c in choices if c in wanted]
 
 
 def parent(args: argparse.Namespace) -> int:
     def n(count: int) -> int:
         return max(1, round(count * args.scale))
 
-    peers = [Peer("sentry_sdk", "sdk", None)]
-    peers += [Peer(f"{k} (now)", k, str(REPO_SRC), "now") for k in ("threaded", "sync", "asyncio")]
-    if args.baseline:
-        base = str(Path(args.baseline).resolve())
-        peers += [Peer(f"{k} (base)", k, base, "base") for k in ("threaded", "sync", "asyncio")]
-    scenarios = [
-        Scenario("small ~1 KB", "small", 0.0, n(3000)),
-        Scenario("100 KB", "large", 0.0, n(300)),
-        # sync sends one request per capture, back to back: at 20 ms each, 1,000 would take
-        # over 20 s per run, so it gets sentry_sdk's count
-        Scenario("small, sink +20 ms", "small", 0.02, n(1000), {"sdk": n(300), "sync": n(300)}),
+    kinds = [k for k in pick(args.peers, KINDS, "peer") if k != "sdk"]
+    keys = pick(args.scenarios, SCENARIO_KEYS, "scenario")
+    if args.scenarios is None:
+        keys = [k for k in keys if k in DEFAULT_SCENARIOS]
+    peers = [Peer("sentry_sdk", "sdk", None)]  # always: the reference of every ratio
+    peers += [Peer(f"{k} (now)", k, str(REPO_SRC), "now") for k in kinds]
+    base = str(Path(args.baseline).resolve()) if args.baseline else None
+    if base:
+        peers += [Peer(f"{k} (base)", k, base, "base") for k in kinds if k in BASELINE_KINDS]
+    blocking = {k: n(300) for k in ("sdk", *BLOCKING)}
+    everything = [
+        Scenario("small", "small ~1 KB", "small", 0.0, n(3000)),
+        # the blocking peers send one request per capture, back to back: at 20 ms each,
+        # 1,000 would take over 20 s per run, so they get sentry_sdk's count
+        Scenario("slow", "small, sink +20 ms", "small", 0.02, n(1000), blocking),
+        Scenario("100kb", "100 KB", "large", 0.0, n(300)),
     ]
+    scenarios = [s for s in everything if s.key in keys]
 
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(
@@ -543,14 +716,17 @@ def parent(args: argparse.Namespace) -> int:
         f"{os.cpu_count()} CPUs, {platform.platform()}"
     )
     print(f"sentry_sdk {describe_sdk()}")
-    print(f"sentry_transport now:  {probe(peers[1])}{checkout(str(REPO_SRC))}")
-    if args.baseline:
-        print(f"sentry_transport base: {probe(peers[-1])}{checkout(peers[-1].src or '')}")
+    if kinds:
+        print(f"sentry_transport now:  {probe(peers[1])}{checkout(str(REPO_SRC))}")
+    if base and peers[-1].group == "base":
+        print(f"sentry_transport base: {probe(peers[-1])}{checkout(base)}")
+    if extras := describe_extras(kinds):
+        print(f"runtimes: {extras}")
     print(
         f"repeats {args.repeats} (medians; order alternates), scale {args.scale}; each run a "
         f"process of its own, timeout {args.timeout:g} s; sdk in batches of {BATCH} with a "
-        "flush between, ours free-running then one flush; CPU = getrusage user+sys over "
-        "capture..flush\n",
+        "flush between, ours free-running then one flush (loops and hubs yielded to every "
+        f"{BATCH}); CPU = getrusage user+sys over capture..flush\n",
         flush=True,
     )
 
@@ -575,17 +751,18 @@ def parent(args: argparse.Namespace) -> int:
                     )
         results[scenario] = summaries
 
-    print_table(results)
+    print_table(results, bool(base))
     print_runs(results)
     print(
-        "\nCPU/sdk and CPU/base: below 1 is less CPU per envelope; rate/...: above 1 is faster."
-        " '!' marks runs that delivered fewer than sent. max thr: most threads alive (sampled"
-        f" every {BATCH} captures and after the flush, main thread included); workers: what"
-        " stats() reports after the flush ('-': not reported); max tasks: asyncio tasks on"
-        " the loop besides the benchmark's own, sampled likewise."
+        "\nrate/...: above 1 is faster; CPU/...: below 1 is less CPU per envelope. '!' marks"
+        " runs that delivered fewer than sent. max thr: most OS threads alive (/proc/self/task,"
+        f" sampled every {BATCH} captures and after the flush, main thread included); workers:"
+        " what stats() reports after the flush ('-': not reported); max tasks: asyncio tasks"
+        " on the loop besides the benchmark's own, sampled likewise."
     )
     print("sinks, one per scenario: " + "; ".join(sinks))
-    print(f"total time: {time.perf_counter() - started:.0f} s")
+    failed = print_targets(results)
+    print(f"\ntargets missed: {failed}; total time: {time.perf_counter() - started:.0f} s")
     return 0
 
 
@@ -593,7 +770,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per peer and scenario")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply event counts")
-    parser.add_argument("--baseline", metavar="DIR", help="a src/ dir of an older version")
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="a src/ dir of an older version (threaded/sync/asyncio)"
+    )
+    parser.add_argument(
+        "--peers",
+        metavar="A,B",
+        help=f"our peers to run (sentry_sdk always runs): {','.join(OURS)}; default all",
+    )
+    parser.add_argument(
+        "--scenarios",
+        metavar="A,B",
+        help=f"{','.join(SCENARIO_KEYS)}; default {','.join(DEFAULT_SCENARIOS)}",
+    )
     parser.add_argument("--timeout", type=float, default=CHILD_TIMEOUT, help="per child run")
     parser.add_argument("--child", choices=KINDS, dest="kind", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)

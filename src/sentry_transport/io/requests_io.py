@@ -28,6 +28,7 @@ from ..runtime.threads import Inline, Threads
 try:
     import requests
     from requests.adapters import HTTPAdapter
+    from requests.structures import CaseInsensitiveDict
 except ImportError:  # pragma: no cover - exercised in a subprocess without the library
     raise MissingDependencyError("requests", "requests", "the 'requests+' transport") from None
 
@@ -125,6 +126,26 @@ class RequestsConnection(ClientConnection):
         if session is None:
             assert self.tracker is not None
             session = self._session = make_session(self._pump, self.tracker)
+        if session is not self._given:
+            # Our own session has no hooks, auth, cookies or environment to merge: hand the
+            # prepared request straight to its adapter (Session.request would cost about
+            # half the client CPU of a small envelope in that merging).
+            prepared = requests.PreparedRequest()
+            prepared.method = request.method
+            prepared.url = request.url
+            prepared.headers = CaseInsensitiveDict(request.headers)
+            prepared.body = request.body
+            prepared.hooks = {"response": []}
+            adapter = session.get_adapter(request.url)
+            response = adapter.send(
+                prepared,
+                stream=True,
+                timeout=cast(Any, timeout),
+                verify=True,
+                cert=None,
+                proxies=session.proxies,
+            )
+            return _read(response)
         response = session.request(
             request.method,
             request.url,

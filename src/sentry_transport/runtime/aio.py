@@ -25,7 +25,7 @@ from ..core.envelope import Envelope
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.aio import AsyncioStream, arun
-from .threads import Threads
+from .threads import Estimates, Threads, estimate
 
 INLINE_ENCODE_BYTES = 16 * 1024  # smaller jobs are encoded and compressed on the loop
 
@@ -173,14 +173,11 @@ class Asyncio:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, Threads.encode, encode, attempts, now)
 
-    @staticmethod
-    def measure(envelope: Envelope) -> int:
-        """The caller's own envelope: a bounded estimate (no encoding on the loop)."""
-        return sum(item.size_hint() for item in envelope.items)
+    measure = staticmethod(estimate)  # the caller's own envelope: no encoding on the loop
 
-    @classmethod
-    async def measure_all(cls, envelopes: list[Envelope]) -> list[int]:
-        return [cls.measure(envelope) for envelope in envelopes]
+    @staticmethod
+    async def measure_all(envelopes: list[Envelope]) -> list[int]:
+        return Estimates.measure_all(envelopes)
 
     @staticmethod
     async def sleep(seconds: float) -> None:

@@ -31,13 +31,12 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from ..core.engine import Attempt
-from ..core.envelope import Envelope
 from ..core.errors import MissingDependencyError
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import SocketStream, run
 from .aio import INLINE_ENCODE_BYTES
-from .threads import Threads
+from .threads import Estimates, Threads, estimate
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated", category=Warning)
@@ -196,14 +195,8 @@ class Eventlet:
         if failed:
             raise failed[0]
 
-    @staticmethod
-    def measure(envelope: Envelope) -> int:
-        """The caller's own envelope: a bounded estimate (no encoding on the hub)."""
-        return sum(item.size_hint() for item in envelope.items)
-
-    @classmethod
-    def measure_all(cls, envelopes: list[Envelope]) -> list[int]:
-        return [cls.measure(envelope) for envelope in envelopes]
+    measure = staticmethod(estimate)  # no encoding on the hub
+    measure_all = staticmethod(Estimates.measure_all)
 
     def sleep(self, seconds: float) -> None:
         if _thread.get_ident() == self.home:

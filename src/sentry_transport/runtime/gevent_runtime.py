@@ -33,13 +33,12 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from ..core.engine import Attempt
-from ..core.envelope import Envelope
 from ..core.errors import MissingDependencyError
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import SocketStream, run
 from .aio import INLINE_ENCODE_BYTES
-from .threads import Threads
+from .threads import Estimates, Threads, estimate
 
 try:
     import gevent
@@ -204,14 +203,8 @@ class Gevent:
         else:
             self.hub.threadpool.apply(Threads.encode, (encode, attempts, now))
 
-    @staticmethod
-    def measure(envelope: Envelope) -> int:
-        """The caller's own envelope: a bounded estimate (no encoding on the hub)."""
-        return sum(item.size_hint() for item in envelope.items)
-
-    @classmethod
-    def measure_all(cls, envelopes: list[Envelope]) -> list[int]:
-        return [cls.measure(envelope) for envelope in envelopes]
+    measure = staticmethod(estimate)  # no encoding on the hub
+    measure_all = staticmethod(Estimates.measure_all)
 
     @staticmethod
     def sleep(seconds: float) -> None:

@@ -21,6 +21,22 @@ from ..io import tls
 from ..io.sockets import SocketStream, run
 
 
+def estimate(envelope: Envelope) -> int:
+    """Bytes an envelope holds, by a bounded estimate for JSON not yet encoded: for event
+    loops and hubs, where encoding a large event would stall everything else."""
+    return sum(item.size_hint() for item in envelope.items)
+
+
+class Estimates:
+    """``measure``/``measure_all`` by estimate (``estimate``), for a loop's or hub's runtime."""
+
+    measure = staticmethod(estimate)
+
+    @staticmethod
+    def measure_all(envelopes: list[Envelope]) -> list[int]:
+        return [estimate(envelope) for envelope in envelopes]
+
+
 class Threads:
     name = "threads"
     inline = False  # workers of its own (the sync runtime sends on the caller's thread)

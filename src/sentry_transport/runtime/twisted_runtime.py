@@ -31,12 +31,11 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from ..core.engine import Attempt
-from ..core.envelope import Envelope
 from ..core.errors import MissingDependencyError
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import run
-from .threads import Threads
+from .threads import Estimates, Threads, estimate
 
 try:
     from twisted.internet.defer import Deferred, maybeDeferred
@@ -234,14 +233,8 @@ class Twisted:
             Threads.encode(encode, attempts, now)
             return None
 
-    @staticmethod
-    def measure(envelope: Envelope) -> int:
-        """The caller's own envelope: a bounded estimate (no encoding on the reactor)."""
-        return sum(item.size_hint() for item in envelope.items)
-
-    @classmethod
-    def measure_all(cls, envelopes: list[Envelope]) -> list[int]:
-        return [cls.measure(envelope) for envelope in envelopes]
+    measure = staticmethod(estimate)  # no encoding on the reactor
+    measure_all = staticmethod(Estimates.measure_all)
 
     def sleep(self, seconds: float) -> Deferred[None]:
         return deferLater(self.reactor, seconds, lambda: None)

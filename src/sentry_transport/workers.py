@@ -111,7 +111,7 @@ class Workers:
                 self._kick()
             else:
                 waiting = len(inbox)
-                if not waiting & (waiting - 1):  # a backlog builds up: 1, 2, 4, ... waiting
+                if not waiting & (waiting - 1) and self._growth_due():  # 1, 2, 4, ... waiting
                     self._grow()
             return
         size = self.runtime.measure(envelope)
@@ -133,6 +133,18 @@ class Workers:
             wake.set()
         elif spawn:
             self._spawn()
+
+    def _growth_due(self) -> bool:
+        """Whether a new worker looks due, read without the lock (so that a capture takes the
+        lock only when it is likely to start one; ``_may_start`` decides under the lock)."""
+        return not self.engine.stopped and should_grow(
+            self.workers,
+            len(self.idle),
+            self.engine.ready + len(self.inbox),
+            self._slowest(),
+            self.cpu_busy,
+            self.options.max_connections,
+        )
 
     def _grow(self) -> None:
         with self.lock:
@@ -164,7 +176,8 @@ class Workers:
         CPU only ever add to a round trip, so the fastest is the closest to the server's
         own time), or a request in flight far longer than that (a hanging server)."""
         now = monotonic()
-        hanging = max([now - c.since for c in self.connections if c.since], default=0.0)
+        connections = tuple(self.connections)  # one C call: safe without the lock
+        hanging = max([now - c.since for c in connections if c.since], default=0.0)
         return max(self.round_trip, hanging if hanging > HANGING else 0.0)
 
     def _sample(self, seconds: float) -> None:

@@ -9,6 +9,7 @@ Nothing is imported until a transport is asked for; a missing optional library r
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 
 from .core.errors import DsnError, MissingDependencyError
@@ -99,9 +100,13 @@ CLASSES = {b.cls: b for b in BACKENDS.values()}  # class name -> backend (lazy a
 def load(backend: Backend) -> type:
     """The backend's class, importing its module (and its library) now."""
     if backend.library is not None:
+        # Looked for, not imported: the transport's module imports it its own way (eventlet,
+        # for one, warns at import unless told not to).
         try:
-            importlib.import_module(backend.library)
-        except ImportError:
+            found = importlib.util.find_spec(backend.library) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
             assert backend.extra is not None
             raise MissingDependencyError(
                 backend.library, backend.extra, f"the '{backend.prefix}+' transport"

@@ -131,3 +131,14 @@ def test_nested() -> None:
     counts = {("a_reason", "x"): 1, ("a_reason", "y"): 2, ("b_reason", "x"): 3}
     assert nested(counts) == {"a_reason": {"x": 1, "y": 2}, "b_reason": {"x": 3}}
     assert nested({}) == {}
+
+
+def test_a_reason_outside_the_list_counts_only_when_not_strict() -> None:
+    ledger = ClientReportLedger()
+    with pytest.raises(ValueError, match="unknown discard reason"):
+        ledger.record("callback_error", "error")
+    ledger.record("callback_error", "error", strict=False)
+    assert ledger.take() == {("callback_error", "error"): 1}
+    for shapeless in ["Callback Error", "", "1abc", "x" * 65]:
+        with pytest.raises(ValueError):
+            ledger.record(shapeless, "error", strict=False)

@@ -53,8 +53,13 @@ class Transport(abc.ABC):
         """Stop accepting, drain for at most ``timeout`` seconds, count the rest as lost."""
 
     @abc.abstractmethod
-    def record_lost_event(self, reason: str, category: str = "error", quantity: int = 1) -> None:
-        """Count a loss that happened before the transport (sampling, before_send, ...)."""
+    def record_lost_event(
+        self, reason: str, category: str = "error", quantity: int = 1, *, strict: bool = True
+    ) -> None:
+        """Count a loss that happened before the transport (sampling, before_send, ...).
+
+        ``reason`` must be one of the spec's (``REASONS``); with ``strict=False`` any name
+        shaped like one (``[a-z][a-z0-9_]*``, as newer SDKs send) is counted too."""
 
     def is_healthy(self) -> bool:
         """False while the transport cannot deliver (the server refuses it, or it is full)."""
@@ -103,8 +108,10 @@ class FunctionTransport(Transport):
     def close(self, timeout: float | None = None) -> None:
         self._closed = True
 
-    def record_lost_event(self, reason: str, category: str = "error", quantity: int = 1) -> None:
-        check_reason(reason)
+    def record_lost_event(
+        self, reason: str, category: str = "error", quantity: int = 1, *, strict: bool = True
+    ) -> None:
+        check_reason(reason, strict)
         with self._lock:
             self._stats.lose(reason, [(category, quantity)], handed_in=False)
 
@@ -144,9 +151,11 @@ class EngineTransport(Transport):
         pump = self._pump
         pump.runtime.run(pump.close(self._deadline(timeout)))
 
-    def record_lost_event(self, reason: str, category: str = "error", quantity: int = 1) -> None:
+    def record_lost_event(
+        self, reason: str, category: str = "error", quantity: int = 1, *, strict: bool = True
+    ) -> None:
         with self._pump.lock:
-            self._pump.engine.record_lost(reason, category, quantity)
+            self._pump.engine.record_lost(reason, category, quantity, strict)
 
     def is_healthy(self) -> bool:
         """False while the server refuses us (all categories limited, repeated failures)."""

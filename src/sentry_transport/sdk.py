@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, cast
@@ -52,7 +51,6 @@ from ._factory import DEFAULT_BACKEND, make_transport
 from ._transport import Transport as OurTransport
 from .core import compress
 from .core.categories import outcomes
-from .core.client_reports import REASONS
 from .core.dsn import Dsn
 from .core.envelope import Envelope, Item
 from .core.options import COMPRESSIONS, TransportOptions
@@ -65,7 +63,6 @@ log = logging.getLogger("sentry_transport")
 # A reason the core's list does not know yet (the sdk adds new ones, e.g. "callback_error")
 # is passed through to the server when it looks like one: Relay keeps a client discard's
 # reason as an opaque string. Anything else is counted as an internal error.
-_REASON_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _FIRST_FLUSH = 0.1  # seconds before the sdk's flush callback ("N pending events") is called
 
 
@@ -384,22 +381,10 @@ class SentryTransport(_sdk_transport.Transport):
             log.debug("SentryTransport: cannot count a lost envelope", exc_info=True)
 
     def _lose(self, reason: str, category: str, quantity: int) -> None:
-        pump = getattr(self.inner, "_pump", None)
-        if reason in REASONS or not _REASON_SHAPE.fullmatch(reason) or pump is None:
-            if reason not in REASONS:
-                reason = "internal_sdk_error"
-            self.inner.record_lost_event(reason, category, quantity)
-            return
-        if quantity <= 0 or category == "internal":
-            return
-        # A reason the core's list does not have: booked as the core books a loss
-        # (core/stats.py: Books.record_lost) without its reason check, so that it shows in
-        # stats() and reaches the server in the next client report.
-        with pump.lock:
-            books = pump.engine.books
-            books.stats.lose(reason, [(category, quantity)], handed_in=False)
-            if books.report:
-                books.reports.restore({(reason, category): quantity})
+        try:  # a reason newer than the spec's list still counts, and reaches the server
+            self.inner.record_lost_event(reason, category, quantity, strict=False)
+        except (TypeError, ValueError):  # not shaped like a reason, or a backend without strict
+            self.inner.record_lost_event("internal_sdk_error", category, quantity)
 
     def __repr__(self) -> str:
         return f"<SentryTransport {self.inner!r}>"

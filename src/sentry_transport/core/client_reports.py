@@ -8,6 +8,7 @@ report the same loss. ``report_item(counts, timestamp)`` turns counts into the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,10 +26,15 @@ REASONS = frozenset(
 Counts = dict[tuple[str, str], int]
 
 
-def check_reason(reason: str) -> str:
-    if reason not in REASONS:
-        raise ValueError(f"unknown discard reason {reason!r}; expected one of {sorted(REASONS)}")
-    return reason
+_REASON_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def check_reason(reason: str, strict: bool = True) -> str:
+    """The reason, if the spec lists it; with ``strict=False`` also any name shaped like one
+    (newer SDKs send reasons the list does not have yet, and Relay stores any string)."""
+    if reason in REASONS or (not strict and _REASON_SHAPE.fullmatch(reason)):
+        return reason
+    raise ValueError(f"unknown discard reason {reason!r}; expected one of {sorted(REASONS)}")
 
 
 class ClientReportLedger:
@@ -37,9 +43,9 @@ class ClientReportLedger:
     def __init__(self) -> None:
         self._counts: Counts = {}
 
-    def record(self, reason: str, category: str, quantity: int = 1) -> None:
-        """Count ``quantity`` items of ``category`` dropped for ``reason``."""
-        check_reason(reason)
+    def record(self, reason: str, category: str, quantity: int = 1, strict: bool = True) -> None:
+        """Count ``quantity`` items of ``category`` dropped for ``reason`` (see check_reason)."""
+        check_reason(reason, strict)
         if quantity <= 0:
             return
         key = (reason, category)

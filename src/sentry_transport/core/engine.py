@@ -114,9 +114,11 @@ class Engine:
         self.queued_bytes += size
         return job
 
-    def record_lost(self, reason: str, category: str, quantity: int = 1) -> None:
+    def record_lost(
+        self, reason: str, category: str, quantity: int = 1, strict: bool = True
+    ) -> None:
         """A loss that happened before the transport (sampling, before_send, ...)."""
-        self.books.record_lost(reason, category, quantity)
+        self.books.record_lost(reason, category, quantity, strict)
 
     # -- worker side --------------------------------------------------------------------------
 

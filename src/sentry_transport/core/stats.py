@@ -91,11 +91,14 @@ class Books:
         if report and self.report:
             self.reports.record_many(reason, counted)
 
-    def record_lost(self, reason: str, category: str, quantity: int = 1) -> None:
-        """A loss that happened before the transport (sampling, before_send, ...)."""
-        check_reason(reason)
+    def record_lost(
+        self, reason: str, category: str, quantity: int = 1, strict: bool = True
+    ) -> None:
+        """A loss that happened before the transport (sampling, before_send, ...).
+        ``strict=False`` accepts a reason outside the spec's list (see check_reason)."""
+        check_reason(reason, strict)
         if quantity <= 0 or category == "internal":
             return
         self.stats.lose(reason, [(category, quantity)], handed_in=False)
         if self.report:
-            self.reports.record(reason, category, quantity)
+            self.reports.record(reason, category, quantity, strict)

@@ -549,3 +549,11 @@ def test_normalize_event_id_raises_where_uuid_does(text: str) -> None:
     except ValueError:
         return
     assert got == expected
+
+
+def test_a_batch_goes_on_only_after_a_2xx() -> None:
+    from sentry_transport.core.engine import goes_on
+
+    assert goes_on(response(200)) and goes_on(response(204))
+    for result in [response(429), response(413), response(500), OSError("reset"), None, REQUEUE]:
+        assert not goes_on(result), result

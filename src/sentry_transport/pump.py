@@ -186,10 +186,6 @@ _NO_FORK_HOOK = not hasattr(os, "register_at_fork")  # getpid() is a system call
 _LIVE: weakref.WeakSet[Pump] = weakref.WeakSet()  # open pumps: fork reset, exit drain
 
 
-def live() -> list[Pump]:
-    return list(_LIVE)
-
-
 def _drain_at_exit() -> None:
     """A normal end of the program without close: each transport drains within its
     ``shutdown_timeout``, the way its runtime can (see each runtime's ``at_exit``)."""

@@ -38,6 +38,7 @@ from .core.engine import (
     Result,
     Send,
     Wait,
+    goes_on,
     should_grow,
 )
 from .core.envelope import Envelope
@@ -159,14 +160,7 @@ class Workers:
         if first:
             if self.workers or not (self.inbox or self.engine.pending):
                 return False
-        elif not should_grow(
-            self.workers,
-            len(self.idle),
-            self.engine.ready + len(self.inbox),
-            self._slowest(),
-            self.cpu_busy,
-            self.options.max_connections,
-        ):
+        elif not self._growth_due():
             return False
         self.workers += 1
         return True
@@ -318,16 +312,16 @@ class Workers:
                     break
                 conn.since = begun = monotonic()
                 limit = begun + self.options.timeout
+                result: Result
                 try:
-                    response = yield from conn.exchange(request, min(limit, deadline or limit))
+                    result = yield from conn.exchange(request, min(limit, deadline or limit))
+                    self._sample(monotonic() - begun)
                 except Exception as exc:  # the engine tells a network error from a bug
-                    results.append((attempt, exc))
-                    break
+                    result = exc
                 finally:
                     conn.since = 0.0
-                self._sample(monotonic() - begun)
-                results.append((attempt, response))
-                if not 200 <= response.status < 300:
+                results.append((attempt, result))
+                if not goes_on(result):
                     break
         finally:
             # Unreported attempts go back: the rest of a batch after a failure, and all of them

@@ -26,6 +26,13 @@ SLOW_ROUND_TRIP = 0.002
 CPU_BOUND = 0.75  # CPU seconds the process used per second of a worker's round
 
 
+def goes_on(result: Result) -> bool:
+    """Whether a worker sends the rest of its batch after this result: only after a 2xx.
+    After anything else the rest go back (REQUEUE) to be decided afresh: a 429's limits then
+    apply to them, a network error's backoff to the attempt that failed."""
+    return isinstance(result, Response) and 200 <= result.status < 300
+
+
 def should_grow(
     workers: int, idle: int, backlog: int, round_trip: float, cpu_busy: float, limit: int
 ) -> bool:

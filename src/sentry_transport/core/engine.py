@@ -41,6 +41,7 @@ from .actions import (
     Result,
     Send,
     Wait,
+    goes_on,
     should_grow,
 )
 from .client_reports import Counts
@@ -404,5 +405,6 @@ __all__ = [
     "Result",
     "Send",
     "Wait",
+    "goes_on",
     "should_grow",
 ]

@@ -214,6 +214,9 @@ QUERY_VALUES: dict[str, tuple[str, object]] = {
     "retry_backoff": ("0.1", 0.1),
     "send_client_reports": ("off", False),
     "client_report_interval": ("7", 7.0),
+    "spool_dir": ("/var/spool/sentry", "/var/spool/sentry"),
+    "spool_bytes": ("1048576", 1048576),
+    "spool_fsync": ("1", True),
 }
 
 

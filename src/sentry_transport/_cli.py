@@ -5,6 +5,8 @@ sentry-transport demo [-n N]        start a local sink, send N events through ev
 sentry-transport send DSN [-m MSG]  send one message event to a real server, print stats
 sentry-transport sink [--port P]    run the local sink in the foreground
 sentry-transport dsn DSN            show how a DSN is read (secrets and proxy passwords hidden)
+sentry-transport spool DIR          what waits in a disk spool (--send DSN: deliver it with a
+                                    progress bar; --purge [--yes]: empty it)
 sentry-transport --version
 
 A user error (a bad DSN or option, a port that cannot be listened on, a bad argument) is one
@@ -246,6 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_sink.add_argument("--quiet", action="store_true", help="print only the DSN")
     p_dsn = commands.add_parser("dsn", help="show how a DSN is read")
     p_dsn.add_argument("dsn")
+    p_spool = commands.add_parser("spool", help="show, send or empty a disk spool")
+    p_spool.add_argument("directory")
+    what = p_spool.add_mutually_exclusive_group()
+    what.add_argument("--send", metavar="DSN", help="deliver what waits to DSN")
+    what.add_argument("--purge", action="store_true", help="delete what waits")
+    p_spool.add_argument("--yes", action="store_true", help="--purge without asking")
+    p_spool.add_argument("--timeout", type=_seconds, default=60.0, help="--send: at most")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -258,6 +267,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             sink_args = ["--host", args.host, "--port", str(args.port)]
             sink_args += ["--latency", str(args.latency)] + (["--quiet"] if args.quiet else [])
             return sink_main(sink_args)  # 2 with one line on stderr when it cannot listen
+        if args.command == "spool":
+            from . import _cli_spool
+
+            if args.send:
+                return _cli_spool.send(args.directory, args.send, args.timeout)
+            if args.purge:
+                return _cli_spool.empty(args.directory, args.yes)
+            return _cli_spool.show(args.directory)
         return show_dsn(args.dsn)
     except (ConfigurationError, SentryTransportError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -79,3 +79,10 @@ def log_close(pump: Any) -> None:
             events["accepted"],
             pump.dsn.envelope_url,
         )
+    spool = pump.engine.spool
+    if spool is not None and spool.spooled:
+        log.info(
+            "closed: %d envelopes wait in the spool %s for the next start",
+            spool.spooled,
+            pump.options.spool_dir,
+        )

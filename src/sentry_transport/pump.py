@@ -24,6 +24,7 @@ from . import delivery
 from .core.dsn import Dsn
 from .core.engine import MAX_BATCH, REQUEUE, Flush, Send, Wait
 from .core.envelope import Envelope
+from .core.errors import ConfigurationError
 from .workers import Steps, Workers
 
 wall = time.time
@@ -36,6 +37,8 @@ class Pump(Workers):
     def __init__(self, dsn: Dsn, runtime: Any) -> None:
         super().__init__(dsn, runtime)
         _LIVE.add(self)
+        if self.spool is not None and self.spool.dir.total:
+            self.spool.kick()  # what an earlier process left: sent without waiting for a capture
 
     def capture(self, envelope: Envelope) -> None:
         if _NO_FORK_HOOK and self.pid != os.getpid():  # forked, and no hook told us
@@ -51,6 +54,10 @@ class Pump(Workers):
         the deadline (False). ``closing``: stop accepting first."""
         flush: Flush | None = None
         wake = self.runtime.wake()
+        if self.inline and self.spool is not None:  # no worker of its own: a round here
+            with self.lock:
+                self.admit_inbox()
+            yield from self.spool.round()
         while True:
             wake_worker = None
             spawn = False
@@ -88,10 +95,16 @@ class Pump(Workers):
                 wake_worker.set()
             elif spawn:
                 self._spawn()
+            if self.spool is not None:
+                self.spool.kick()  # what the flush admitted is written before it is sent
             yield (wake.wait, remaining)
 
     def _inline_round(self, flush: Flush | None, deadline: float) -> Steps:
         """One round on the caller's thread: send what is due, else sleep until it is."""
+        if self.spool is not None:
+            with self.lock:
+                self.admit_inbox()
+            yield from self.spool.round()
         with self.lock:
             self.admit_inbox()
             action = self.engine.next_action(wall(), MAX_BATCH)
@@ -119,6 +132,8 @@ class Pump(Workers):
         if self.engine.stopped:
             return
         yield from self.settle(deadline, closing=True)
+        if self.spool is not None:
+            yield from self.spool.final(deadline)  # on disk: what waits; removed: what is done
         self.stop()
 
     def stop(self) -> None:
@@ -136,6 +151,9 @@ class Pump(Workers):
             self.inline_conn.stream.close_now()  # no worker of its own to close it
         for wake in wakes + watchers:
             wake.set()
+        if self.spool is not None:
+            self.spool.wake.set()  # its worker sees the engine stopped and ends
+            self.spool.dir.close()  # our files are anyone's now (the next process's)
         _LIVE.discard(self)
 
     # -- fork and monkey-patching -------------------------------------------------------------
@@ -148,6 +166,13 @@ class Pump(Workers):
             conn.stream.forget()
         self.engine.reset()
         self.runtime.after_fork()
+        if self.spool is not None:  # the parent's files stay the parent's; the child's own
+            self.spool.dir.forget()
+            self.spool = None
+            try:
+                self.spool = self._spool_worker()
+            except ConfigurationError as exc:  # (in a fork hook: nobody to raise it to)
+                delivery.log.warning("sentry_transport: no disk spool in this child: %s", exc)
         self._fresh()
 
     def rebuild(self) -> None:
@@ -166,6 +191,8 @@ class Pump(Workers):
         self._contexts()
         self._fresh()
         self.inbox.extend(inbox)
+        if self.spool is not None:
+            self.spool.kick()
 
     def snapshot(self) -> dict[str, Any]:
         """The books, counting every envelope captured so far (a drain in progress on a

@@ -43,6 +43,8 @@ from .core.engine import (
 )
 from .core.envelope import Envelope
 from .core.request import Request
+from .io.spool_files import SpoolDir
+from .spooler import SpoolWorker
 
 INBOX_UNMEASURED = 64  # envelopes held before they are measured, at the most
 RTT_WINDOW = 32  # round trips per window of the fastest-round-trip estimate
@@ -75,9 +77,12 @@ class Workers:
         self.engine = Engine(dsn)
         self.proxy = _proxy.select(dsn, os.environ)
         self.generation = 0  # bumped by a fork or a rebuild: older workers stop, report nothing
+        self.spool: SpoolWorker | None = None
         runtime.attach(self)
         self._contexts()
         self._fresh()
+        if self.options.spool_dir:
+            self.spool = self._spool_worker()
 
     def _contexts(self) -> None:
         https = self.dsn.scheme == "https"
@@ -101,6 +106,15 @@ class Workers:
         self.cpu_busy = 0.0  # process CPU seconds per second in the last round
         self.failing: str | None = None  # what the last warning said is wrong
         self.pid = os.getpid()
+        if self.spool is not None:
+            self.spool.fresh()
+
+    def _spool_worker(self) -> SpoolWorker:
+        """The disk spool (its folder made and locked here: a bad one is a clear error)."""
+        options = self.options
+        assert options.spool_dir is not None
+        directory = SpoolDir(options.spool_dir, options.spool_bytes, options.spool_fsync)
+        return SpoolWorker(self, directory)
 
     # -- capture (any thread) -----------------------------------------------------------------
 
@@ -108,7 +122,9 @@ class Workers:
         engine, inbox = self.engine, self.inbox
         if not self.inline and not engine.closed and len(inbox) < INBOX_UNMEASURED:
             inbox.append(envelope)
-            if self.idle or not self.workers:  # read after the append: see _work
+            if self.spool is not None:  # written first, by the spool's worker
+                self.spool.kick()
+            elif self.idle or not self.workers:  # read after the append: see _work
                 self._kick()
             else:
                 waiting = len(inbox)
@@ -123,6 +139,8 @@ class Workers:
         if self.inline:
             with self.io_lock:
                 self.runtime.run(self._send_now(job))
+        elif self.spool is not None:
+            self.spool.kick()
         else:
             self._kick()
 
@@ -192,8 +210,11 @@ class Workers:
             with self.lock:
                 self.workers -= 1
 
-    def never_started(self) -> None:
+    def never_started(self, work: Any = None) -> None:
         """The runtime dropped a worker before it ran (a task cancelled at the loop's end)."""
+        if self.spool is not None and work == self.spool.loop:
+            self.spool.never_started()
+            return
         with self.lock:
             self.workers -= 1
 
@@ -340,9 +361,13 @@ class Workers:
             self.failing = delivery.log_results(self, results)
         for wake in watchers:
             wake.set()
+        if self.spool is not None:
+            self.spool.kick()  # files to remove (delivered), or parked ones to time
 
     def _send_now(self, job: Job) -> Steps:
-        """Inline runtimes: send the caller's own envelope now."""
+        """Inline runtimes: send the caller's own envelope now (on disk first, if spooled)."""
+        if self.spool is not None:
+            yield from self.spool.round()
         with self.lock:
             action = self.engine.start(job, wall())
         if action is not None:

@@ -50,6 +50,7 @@ class Job:
     internal: bool = False  # a client-report-only envelope made by the engine
     attempts: int = 0
     first_try: float | None = None
+    spool: str | None = None  # its file in the disk spool, once written
 
 
 @dataclass(eq=False, slots=True)

@@ -53,13 +53,15 @@ from .http11 import Response
 from .ratelimit import ALL, RateLimits
 from .request import Outcome
 from .retry import RetryPolicy
+from .spool import SpoolState
+from .spooling import Spooling
 from .stats import Books
 from .version import CLIENT
 
 UNHEALTHY_AFTER_FAILURES = 3
 
 
-class Engine:
+class Engine(Spooling):
     def __init__(self, dsn: Dsn, *, client: str = CLIENT) -> None:
         options = dsn.options
         self.dsn = dsn
@@ -89,6 +91,7 @@ class Engine:
         self._finished: set[int] = set()
         self._report_queued = False
         self._last_report: float | None = None
+        self.spool = SpoolState() if self.options.spool_dir else None
         self.closed = False  # no longer accepting
         self.stopped = False  # abandoned: nothing more is sent or counted
 
@@ -105,13 +108,16 @@ class Engine:
             size = sum(item.size_hint() for item in envelope.items)
         if (
             self.closed
-            or len(self._ready) + len(self._delayed) >= self.options.queue_size
+            or self.queued >= self.options.queue_size
             or self.queued_bytes + size > self.options.queue_bytes
         ):
             self.books.lose("queue_overflow", envelope.items)
             return None
         job = Job(self._next_seq(), envelope, size)
-        self._ready.append(job)
+        if self.spool is not None:
+            self.spool.unwritten.append(job)  # sent once the spool's worker wrote it
+        else:
+            self._ready.append(job)
         self.queued_bytes += size
         return job
 
@@ -243,31 +249,38 @@ class Engine:
         for them later are ignored, so the books are final now."""
         self.closed = self.stopped = True
         jobs = list(self._ready) + [entry[2] for entry in self._delayed]
+        if self.spool is not None:
+            jobs += self.spool.unwritten
+            self.spool.unwritten.clear()
         self._ready.clear()
         self._delayed.clear()
         self.queued_bytes = 0
         for job in jobs:
-            self.books.lose(
-                "network_error" if job.attempts else "queue_overflow", job.envelope.items
-            )
-            self._finish(job)
+            if job.spool is None:  # a spooled one waits on disk for the next process
+                self.books.lose(
+                    "network_error" if job.attempts else "queue_overflow", job.envelope.items
+                )
+            self._finish(job, keep_file=True)
         flying = list(self._flying.values())
         self._flying.clear()
         for attempt in flying:
             attempt.over = True
-            self.books.lose("network_error", attempt.items)
-            self._finish(attempt.job)
+            if attempt.job.spool is None:
+                self.books.lose("network_error", attempt.items)
+            self._finish(attempt.job, keep_file=True)
         return flying
 
     # -- state --------------------------------------------------------------------------------
 
     @property
     def queued(self) -> int:
-        return len(self._ready) + len(self._delayed)
+        spool = self.spool
+        unwritten = 0 if spool is None else len(spool.unwritten) + spool.writing
+        return len(self._ready) + len(self._delayed) + unwritten
 
     @property
     def pending(self) -> int:
-        return len(self._ready) + len(self._delayed) + len(self._flying)
+        return self.queued + len(self._flying)
 
     def flying(self) -> list[Attempt]:
         """The attempts in flight (a driver that lost its workers gives them back)."""
@@ -291,6 +304,10 @@ class Engine:
         snapshot["queued"] = self.queued
         snapshot["in_flight"] = len(self._flying)
         snapshot["rate_limits"] = self.limits.active(now)
+        spool = self.spool
+        snapshot["spooled"] = 0 if spool is None else spool.spooled
+        if spool is not None:
+            snapshot["spool"] = dict(spool.counters)
         return snapshot
 
     # -- internals ----------------------------------------------------------------------------
@@ -329,6 +346,8 @@ class Engine:
     def _on_response(self, attempt: Attempt, response: Response, now: float) -> None:
         self.limits = self.limits.update(response.status, response.headers, now).pruned(now)
         outcome = _request.classify(response.status)
+        if self.spool is not None:
+            self.spool.recovered()
         stats = self.stats
         stats.consecutive_failures = 0
         if outcome is Outcome.DELIVERED:
@@ -354,8 +373,9 @@ class Engine:
             assert job.first_try is not None
             delay = self.retry.delay(job.attempts, job.first_try, now, rand)
         if delay is None:
-            self.books.lose("network_error", attempt.items)
-            self._finish(job)
+            if not self._park(job, now):  # with a spool it waits on disk instead
+                self.books.lose("network_error", attempt.items)
+                self._finish(job)
             return
         stats.retries += 1
         heapq.heappush(self._delayed, (now + delay, job.seq, job))
@@ -380,7 +400,11 @@ class Engine:
     def _report_job(self) -> Job:
         return Job(self._next_seq(), Envelope(), 0, internal=True)
 
-    def _finish(self, job: Job) -> None:
+    def _finish(self, job: Job, keep_file: bool = False) -> None:
+        if self.spool is not None:
+            if job.spool is not None and not keep_file:
+                self._release(job)  # its file goes
+            self.spool.evicted.discard(job.seq)
         self._finished.add(job.seq)
         outstanding = self._outstanding
         while outstanding and outstanding[0] in self._finished:

@@ -114,6 +114,9 @@ _SPECS: dict[str, _Spec] = {
     "retry_backoff": _Spec(_number(float, 0, True), "first retry delay in seconds (doubles)"),
     "send_client_reports": _Spec(_bool, "send client reports of dropped items"),
     "client_report_interval": _Spec(_number(float, 0, False), "seconds between client reports"),
+    "spool_dir": _Spec(_optional_text, "directory of the disk spool (unset: no spool)"),
+    "spool_bytes": _Spec(_number(int, 1, False), "most bytes the disk spool holds"),
+    "spool_fsync": _Spec(_bool, "fsync each spool file (survives power loss; slower)"),
 }
 
 
@@ -141,6 +144,9 @@ class TransportOptions:
     retry_backoff: float = 0.5
     send_client_reports: bool = True
     client_report_interval: float = 30.0
+    spool_dir: str | None = None
+    spool_bytes: int = 64 * 1024 * 1024
+    spool_fsync: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -133,7 +133,7 @@ class Asyncio:
         task = self.loop.create_task(self._worker(work, started), name=name)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        task.add_done_callback(lambda _: started or self.pump.never_started())
+        task.add_done_callback(lambda _: started or self.pump.never_started(work))
 
     async def _worker(
         self, work: Callable[[], Generator[Any, Any, Any]], started: list[bool]
@@ -170,8 +170,16 @@ class Asyncio:
         if sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES:
             Threads.encode(encode, attempts, now)  # cheaper than the hop to a thread
         else:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, Threads.encode, encode, attempts, now)
+            await Asyncio.offload(Threads.encode, encode, attempts, now)
+
+    @staticmethod
+    async def offload(fn: Callable[..., Any], *args: Any) -> Any:
+        """Blocking work (a large encode, file I/O) in the loop's default executor."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, fn, *args)
+        except RuntimeError:  # the executor is shut down (the very end of asyncio.run)
+            return fn(*args)
 
     measure = staticmethod(estimate)  # the caller's own envelope: no encoding on the loop
 

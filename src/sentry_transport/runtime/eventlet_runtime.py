@@ -168,18 +168,23 @@ class Eventlet:
     def encode(
         self, encode: Callable[[Attempt, float], None], attempts: list[Attempt], now: float
     ) -> None:
-        if (
-            sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES
-            or _thread.get_ident() != self.home
-        ):
+        if sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES:
             Threads.encode(encode, attempts, now)
-            return
+        else:
+            self.offload(Threads.encode, encode, attempts, now)
+
+    def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Blocking work (a large encode, file I/O) on a real thread while the hub runs on;
+        on a caller's thread (off the hub already) right there."""
+        if _thread.get_ident() != self.home:
+            return fn(*args)
         done = PipeWake(self.home)
+        result: list[Any] = []
         failed: list[BaseException] = []
 
         def off_the_hub() -> None:
             try:
-                Threads.encode(encode, attempts, now)
+                result.append(fn(*args))
             except BaseException as exc:  # handed to the worker, which decides
                 failed.append(exc)
             finally:
@@ -188,12 +193,12 @@ class Eventlet:
         try:
             _thread.start_new_thread(off_the_hub, ())
         except RuntimeError:  # no new thread at interpreter exit (Python 3.12.0-3.12.2)
-            Threads.encode(encode, attempts, now)
-            return
+            return fn(*args)
         while not done.wait(None):
             pass
         if failed:
             raise failed[0]
+        return result[0]
 
     measure = staticmethod(estimate)  # no encoding on the hub
     measure_all = staticmethod(Estimates.measure_all)

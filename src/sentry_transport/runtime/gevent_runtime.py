@@ -181,7 +181,7 @@ class Gevent:
         greenlet = gevent.Greenlet(_worker, work, started)
         greenlet.name = name
         # killed before it ran (gevent.killall, the hub's end): its finally never counts it out
-        greenlet.link(lambda _: started or self.pump.never_started())
+        greenlet.link(lambda _: started or self.pump.never_started(work))
         greenlet.start()
 
     def stream(self) -> GeventStream:
@@ -196,12 +196,17 @@ class Gevent:
     def encode(
         self, encode: Callable[[Attempt, float], None], attempts: list[Attempt], now: float
     ) -> None:
-        if sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES or (
-            not self._at_home()  # (sending on a caller's thread: off the hub already)
-        ):
+        if sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES:
             Threads.encode(encode, attempts, now)
         else:
-            self.hub.threadpool.apply(Threads.encode, (encode, attempts, now))
+            self.offload(Threads.encode, encode, attempts, now)
+
+    def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Blocking work (a large encode, file I/O) in the hub's thread pool; on a caller's
+        thread (off the hub already) right there."""
+        if not self._at_home():
+            return fn(*args)
+        return self.hub.threadpool.apply(fn, args)
 
     measure = staticmethod(estimate)  # no encoding on the hub
     measure_all = staticmethod(Estimates.measure_all)

@@ -83,6 +83,11 @@ class Threads:
     sleep = staticmethod(time.sleep)
 
     @staticmethod
+    def offload(fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking work (file I/O) off the loop: a thread runtime runs it right here."""
+        return fn(*args)
+
+    @staticmethod
     def measure(envelope: Envelope) -> int:
         """Bytes an envelope holds: its JSON is encoded here (a worker, or the caller for its
         own envelope), which sending needs anyway. What cannot be encoded is counted by its

@@ -225,13 +225,20 @@ class Twisted:
         if sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES:
             Threads.encode(encode, attempts, now)  # cheaper than the hop to a thread
             return None
+        deferred: Deferred[None] | None = self.offload(Threads.encode, encode, attempts, now)
+        return deferred
+
+    def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Blocking work (a large encode, file I/O) in the reactor's thread pool (a
+        Deferred); off the reactor's thread (a private run) right there."""
+        if not in_reactor_thread():
+            return fn(*args)
         reactor = self.reactor
         try:
             pool = reactor.getThreadPool()
-            return deferToThreadPool(reactor, pool, Threads.encode, encode, attempts, now)
+            return deferToThreadPool(reactor, pool, fn, *args)
         except RuntimeError:  # no new threads at interpreter exit (Python 3.12.0-3.12.2)
-            Threads.encode(encode, attempts, now)
-            return None
+            return fn(*args)
 
     measure = staticmethod(estimate)  # no encoding on the reactor
     measure_all = staticmethod(Estimates.measure_all)

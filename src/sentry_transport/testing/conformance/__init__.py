@@ -55,6 +55,13 @@ from .responses import (
     test_other_http_errors_are_send_errors,
     test_rate_limit_header_on_200_blocks_that_category,
 )
+from .spool import (
+    test_spool_bound_evicts_the_oldest_as_cache_overflow,
+    test_spool_drains_when_the_server_comes_back,
+    test_spool_keeps_what_a_down_server_did_not_take_for_the_next_start,
+    test_spool_sets_damaged_and_foreign_files_aside,
+    test_spool_two_live_transports_send_nothing_twice,
+)
 
 __all__ = [
     "FAST",
@@ -86,6 +93,11 @@ __all__ = [
     "test_rate_limit_header_on_200_blocks_that_category",
     "test_recorded_losses_are_reported",
     "test_reset_mid_body_is_retried",
+    "test_spool_bound_evicts_the_oldest_as_cache_overflow",
+    "test_spool_drains_when_the_server_comes_back",
+    "test_spool_keeps_what_a_down_server_did_not_take_for_the_next_start",
+    "test_spool_sets_damaged_and_foreign_files_aside",
+    "test_spool_two_live_transports_send_nothing_twice",
     "test_stale_resend_keeps_the_first_deadline",
     "test_tls_client_certificate",
     "test_tls_host_name_is_checked",

@@ -10,7 +10,10 @@ delivered. The gevent and eventlet children monkey-patch before anything else is
 See bench/README.md for the columns and the targets checked at the bottom.
 
     .venv/bin/python bench/cpu_per_envelope.py [--repeats 3] [--scale 1.0] [--baseline DIR]
-        [--peers threaded,gevent,...] [--scenarios small,slow,100kb]
+        [--peers threaded,gevent,...] [--scenarios small,slow,100kb] [--spool]
+
+--spool adds a row per peer with the disk spool on (``spool_dir`` a fresh temporary folder
+per run) and checks that it keeps at least half the throughput of the same peer without it.
 """
 
 from __future__ import annotations
@@ -311,7 +314,8 @@ class Peer:
     label: str
     kind: str
     src: str | None  # put on PYTHONPATH (None: sentry_sdk, which needs none)
-    group: str = ""  # "now" / "base": which rows are compared with each other
+    group: str = ""  # "now" / "base" / "spool": which rows are compared with each other
+    spool: bool = False  # run with spool_dir set (a fresh temporary folder per run)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -402,6 +406,14 @@ class Sink:
 
 
 def run_child(peer: Peer, scenario: Scenario, dsn: str, count: int, timeout: float) -> Outcome:
+    if not peer.spool:
+        return _run_child(peer, scenario, dsn, count, timeout)
+    with tempfile.TemporaryDirectory(prefix="bench-spool-") as folder:
+        joined = f"{dsn}{'&' if '?' in dsn else '?'}spool_dir={folder}"
+        return _run_child(peer, scenario, joined, count, timeout)
+
+
+def _run_child(peer: Peer, scenario: Scenario, dsn: str, count: int, timeout: float) -> Outcome:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", peer.kind]
     command += ["--dsn", dsn, "--count", str(count), "--event", scenario.event]
     if peer.src:
@@ -668,6 +680,28 @@ def print_targets(results: dict[Scenario, dict[Peer, Summary]]) -> int:
     return failed
 
 
+SPOOL_RATE_X = 0.5  # envelopes/s with the spool / without it, at least
+
+
+def print_spool_targets(results: dict[Scenario, dict[Peer, Summary]]) -> int:
+    failed = 0
+    print(f" spool on: >= {SPOOL_RATE_X:g}x the same peer's env/s without it")
+    for scenario, summaries in results.items():
+        plain = {p.kind: s for p, s in summaries.items() if p.group == "now"}
+        for peer, s in summaries.items():
+            if peer.group != "spool" or peer.kind not in plain:
+                continue
+            rate, other = s.rate(), plain[peer.kind].rate()
+            x = rate / other if rate is not None and other else None
+            ok = x is not None and x >= SPOOL_RATE_X and s.all_delivered()
+            failed += not ok
+            shown = "n/a" if x is None else f"{x:.2f}x"
+            cpu, other_cpu = s.cpu(), plain[peer.kind].cpu()
+            extra = f"; µs CPU/env {fmt(cpu, ',.0f')} vs {fmt(other_cpu, ',.0f')}"
+            print(f"  {'PASS' if ok else 'FAIL'}  {scenario.name}: {peer.label:<22} {shown}{extra}")
+    return failed
+
+
 SCENARIO_KEYS = ("small", "slow", "100kb")
 DEFAULT_SCENARIOS = ("small", "slow", "100kb")
 ALIASES = {"sentry_sdk": "sdk", "20ms": "slow", "large": "100kb"}
@@ -697,6 +731,8 @@ def parent(args: argparse.Namespace) -> int:
         keys = [k for k in keys if k in DEFAULT_SCENARIOS]
     peers = [Peer("sentry_sdk", "sdk", None)]  # always: the reference of every ratio
     peers += [Peer(f"{k} (now)", k, str(REPO_SRC), "now") for k in kinds]
+    if args.spool:
+        peers += [Peer(f"{k}+spool (now)", k, str(REPO_SRC), "spool", True) for k in kinds]
     base = str(Path(args.baseline).resolve()) if args.baseline else None
     if base:
         peers += [Peer(f"{k} (base)", k, base, "base") for k in kinds if k in BASELINE_KINDS]
@@ -762,6 +798,8 @@ def parent(args: argparse.Namespace) -> int:
     )
     print("sinks, one per scenario: " + "; ".join(sinks))
     failed = print_targets(results)
+    if args.spool:
+        failed += print_spool_targets(results)
     print(f"\ntargets missed: {failed}; total time: {time.perf_counter() - started:.0f} s")
     return 0
 
@@ -784,6 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"{','.join(SCENARIO_KEYS)}; default {','.join(DEFAULT_SCENARIOS)}",
     )
     parser.add_argument("--timeout", type=float, default=CHILD_TIMEOUT, help="per child run")
+    parser.add_argument("--spool", action="store_true", help="also each peer with spool_dir set")
     parser.add_argument("--child", choices=KINDS, dest="kind", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)

@@ -346,3 +346,31 @@ def test_a_round_that_ends_after_close_keeps_the_books_final_and_whole() -> None
     assert snapshot["lost"] == {"queue_overflow": {"error": 1}}
     assert snapshot["spooled"] == 1 and engine.ready == 0
     assert engine.done(engine.begin_flush().mark)
+
+
+def test_a_round_cut_off_is_handed_out_again_without_writing_twice() -> None:
+    engine = spooled(retry_attempts=0)
+    engine.submit(event("a"), T0)
+    engine.submit(event("b"), T0)
+    work = round_of(engine)
+    first, second = work.write
+    first.spool = "a.env"  # the file layer wrote the first before the round was cut off
+    engine.spool_returned(work)
+    again = round_of(engine)
+    assert again.write == [first, second]  # in their order; the file layer skips the first
+    engine.spooled(again, SpoolOutcome(written=[(first, "a.env", 90), (second, "b.env", 90)]), T0)
+    assert engine.snapshot(T0)["spooled"] == 2 and engine.ready == 2
+
+
+def test_a_round_cut_off_after_close_leaves_the_books_whole() -> None:
+    engine = spooled()
+    engine.submit(event("a"), T0)
+    engine.submit(event("b"), T0)
+    work = round_of(engine)
+    work.write[0].spool = "a.env"
+    engine.close()
+    engine.abandon()
+    engine.spool_returned(work)
+    snapshot = engine.snapshot(T0)
+    assert snapshot["lost"] == {"queue_overflow": {"error": 1}} and snapshot["spooled"] == 1
+    assert engine.done(engine.begin_flush().mark)

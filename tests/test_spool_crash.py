@@ -139,3 +139,20 @@ def test_sigkill_with_requests_in_flight_loses_none(tmp_path: Path, kind: str) -
         delivered = restart_and_deliver(dsn, 30, sink)
     # nothing was answered before the kill: each event is delivered exactly once now
     assert delivered == collections.Counter(f"crash{i:03d}" for i in range(30))
+
+
+def test_a_living_process_takes_over_a_dead_ones_files(tmp_path: Path) -> None:
+    with Sink() as sink:
+        living = make_transport(f"{sink.dsn}?spool_dir={tmp_path}")  # on the folder all along
+        down = f"http://public@127.0.0.1:{free_port()}/42?spool_dir={tmp_path}"
+        capture_and_kill(down + "&retry_backoff=0.05", "threaded", 20)
+        # within one look for dead owners (every 5 s) the living one takes them and sends them
+        deadline = time.monotonic() + 20
+        while sum(delivered_messages(sink).values()) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        living.close(5)
+        stats = living.stats()
+        assert stats["spool"]["claimed"] == 20, stats
+        assert stats["events"] == {"accepted": 20, "delivered": 20, "lost": 0}
+    assert delivered_messages(sink) == collections.Counter(f"crash{i:03d}" for i in range(20))
+    assert queued_files(tmp_path) == []

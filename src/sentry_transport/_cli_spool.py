@@ -22,7 +22,8 @@ def _size(count: int) -> str:
     return f"{count} B"  # pragma: no cover
 
 
-def show(directory: str, out: Any = sys.stdout) -> int:
+def show(directory: str, out: Any = None) -> int:
+    out = out or sys.stdout
     found = survey(directory)
     print(f"spool {found['path']}", file=out)
     print(f"  envelopes waiting: {found['envelopes']} ({_size(found['bytes'])})", file=out)
@@ -45,8 +46,9 @@ def _bar(done: int, total: int, width: int = 30) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
 
 
-def send(directory: str, dsn: str, timeout: float, err: Any = sys.stderr) -> int:
+def send(directory: str, dsn: str, timeout: float, err: Any = None) -> int:
     """Deliver what waits (but what running processes hold) with a progress bar."""
+    err = err or sys.stderr
     found = survey(directory)
     total = found["envelopes"] - found["held_by_running_processes"]
     transport = make_transport(dsn, spool_dir=directory)
@@ -73,8 +75,9 @@ def send(directory: str, dsn: str, timeout: float, err: Any = sys.stderr) -> int
 
 
 def empty(
-    directory: str, yes: bool, ask: Callable[[str], str] = input, out: Any = sys.stdout
+    directory: str, yes: bool, ask: Callable[[str], str] | None = None, out: Any = None
 ) -> int:
+    ask, out = ask or input, out or sys.stdout
     found = survey(directory)
     count = found["envelopes"] + found["unreadable"] + found["set_aside"]
     if not yes:

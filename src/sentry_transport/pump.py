@@ -37,8 +37,8 @@ class Pump(Workers):
     def __init__(self, dsn: Dsn, runtime: Any) -> None:
         super().__init__(dsn, runtime)
         _LIVE.add(self)
-        if self.spool is not None and self.spool.dir.total:
-            self.spool.kick()  # what an earlier process left: sent without waiting for a capture
+        if self.spool is not None:  # at once: what an earlier process left is sent without
+            self.spool.kick()  # waiting for a capture, and a dead one's is looked for
 
     def capture(self, envelope: Envelope) -> None:
         if _NO_FORK_HOOK and self.pid != os.getpid():  # forked, and no hook told us

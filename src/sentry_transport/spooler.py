@@ -99,7 +99,13 @@ class SpoolWorker:
             work = engine.spool_work(wall(), self._room(), final)
         if work is None:
             return False
-        outcome = yield (pump.runtime.offload, self.dir.apply, work)
+        try:
+            outcome = yield (pump.runtime.offload, self.dir.apply, work)
+        except BaseException:  # cut off (cancelled at a loop's end, killed): hand it back
+            with pump.lock:
+                if pump.engine is engine:
+                    engine.spool_returned(work)
+            raise
         with pump.lock:
             if pump.engine is engine:
                 engine.spooled(work, outcome, wall())

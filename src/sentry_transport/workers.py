@@ -43,6 +43,7 @@ from .core.engine import (
 )
 from .core.envelope import Envelope
 from .core.request import Request
+from .core.spool import project_of
 from .io.spool_files import SpoolDir
 from .spooler import SpoolWorker
 
@@ -113,7 +114,9 @@ class Workers:
         """The disk spool (its folder made and locked here: a bad one is a clear error)."""
         options = self.options
         assert options.spool_dir is not None
-        directory = SpoolDir(options.spool_dir, options.spool_bytes, options.spool_fsync)
+        dsn = self.dsn
+        project = project_of(dsn.host, dsn.path_prefix, dsn.project_id)
+        directory = SpoolDir(options.spool_dir, options.spool_bytes, options.spool_fsync, project)
         return SpoolWorker(self, directory)
 
     # -- capture (any thread) -----------------------------------------------------------------

@@ -54,6 +54,12 @@ class SpoolRecordError(ProtocolError):
         super().__init__(message)
 
 
+def project_of(host: str, path_prefix: str, project_id: str) -> str:
+    """Whose envelopes a spool folder holds: one project of one server (the port, scheme
+    and key may change between runs; the project may not)."""
+    return f"{host}{path_prefix}/{project_id}"
+
+
 def stored_envelope(envelope: Envelope) -> Envelope:
     """What is stored of an envelope: everything but ``sent_at``."""
     if "sent_at" not in envelope.headers:

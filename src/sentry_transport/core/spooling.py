@@ -122,6 +122,27 @@ class Spooling:
             counters["write_errors"] += 1
             self.stats.last_error = f"spool: {outcome.error}"
 
+    def spool_returned(self, work: SpoolWork) -> None:
+        """A round cut off before its outcome came back (its task cancelled at a loop's end):
+        its work is handed out again. The file layer may have done some of it: writes are
+        not repeated (a written job knows its file), removals and reads may be."""
+        spool = self.spool
+        assert spool is not None
+        spool.busy = False
+        spool.writing = 0
+        if self.stopped:
+            for job in work.write:
+                if job.spool is not None:  # on disk: it waits there
+                    spool.sizes[job.spool] = job.size
+                    self._finish(job, keep_file=True)
+                else:
+                    self.books.lose("queue_overflow", job.envelope.items)
+                    self._finish(job)
+            return
+        spool.unwritten.extendleft(reversed(work.write))
+        spool.removals[:0] = work.remove
+        spool.parked.extendleft((name, spool.sizes.get(name, 0)) for name in reversed(work.reload))
+
     def _after_stop(self, outcome: SpoolOutcome) -> None:
         """A round that ended after ``abandon``: what it wrote waits on disk (not lost), what
         it could not write is lost like the rest of the queue; nothing read back is taken."""

@@ -3,7 +3,7 @@
 Layout (every folder owner-only, 0700; every file 0600):
 
     <spool_dir>/queue/      one record per envelope (core/spool.py: format, names, eviction)
-    <spool_dir>/tmp/        records being written; renamed into queue/ when whole
+    <spool_dir>/tmp/        lock files and markers being made (renamed into place when whole)
     <spool_dir>/set-aside/  damaged or foreign files, kept for a look (the newest 64)
     <spool_dir>/owners/     <token>.lock: held (flock) by the living process of that token
 
@@ -11,10 +11,14 @@ Layout (every folder owner-only, 0700; every file 0600):
 it never raises for a file's sake: what fails is reported, counted and set aside. It runs
 on the spool's worker, off any event loop (``runtime.offload``).
 
-Durability: a record is written under tmp/ and renamed into queue/, so no reader ever sees
-half of one; a crash of the process at any point (SIGKILL included) leaves every renamed
-record whole, because the kernel has it. ``spool_fsync=1`` adds an fsync of each file and of
-the folder, for power loss too, at the cost of a disk flush per envelope.
+Durability and atomicity: a record is written straight into queue/ under its owner's name
+(no rename: a file costs one create, one write and, once answered, one unlink). Only its
+owner reads it while the owner lives, and only after writing it; a file a crash cut short is
+read by the next owner as what it is, damaged (the record's length and checksum say so), and
+set aside: no half file is ever read as whole. A crash of the process at any point (SIGKILL
+included) keeps every record written before it, because the kernel has it. ``spool_fsync=1``
+adds an fsync of each file and of the folder, for power loss too, at a disk flush per
+envelope.
 
 Several processes: each holds an exclusive ``flock`` on its own lock file for as long as it
 lives. A file belongs to the token in its name; a process takes a dead owner's files (one
@@ -41,6 +45,7 @@ except ImportError:  # pragma: no cover - Windows
 
 FOLDERS = ("queue", "tmp", "set-aside", "owners")
 READ_LIMIT = 256 * 1024 * 1024  # a file bigger than this is not ours to read
+STALE_TMP = 600.0  # seconds after which a file in tmp/ is a dead process's leftover
 
 
 def new_token() -> str:
@@ -48,7 +53,7 @@ def new_token() -> str:
 
 
 class SpoolDir:
-    def __init__(self, path: str, bound: int, fsync: bool = False) -> None:
+    def __init__(self, path: str, bound: int, fsync: bool = False, project: str = "") -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
         self.bound = bound
         self.fsync = fsync
@@ -64,11 +69,33 @@ class SpoolDir:
         try:
             for folder in (self.path, *(os.path.join(self.path, f) for f in FOLDERS)):
                 os.makedirs(folder, mode=0o700, exist_ok=True)
+            self._claim_for(project)
             self._lock()
             self._scan_totals()
         except OSError as exc:
             self.close()
             raise ConfigurationError(f"spool_dir {self.path!r} cannot be used: {exc}") from None
+
+    def _claim_for(self, project: str) -> None:
+        """The folder holds one project's envelopes: say which on first use, refuse another
+        (its envelopes would be sent to the wrong project)."""
+        if not project:
+            return
+        marker = os.path.join(self.path, "project")
+        try:
+            with open(marker, encoding="utf-8") as file:
+                holds = file.read().strip()
+        except FileNotFoundError:
+            making = os.path.join(self.tmp, f"project-{self.token}")
+            with open(os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(project + "\n")
+            os.replace(making, marker)  # (two first users write the same text)
+            return
+        if holds != project:
+            raise ConfigurationError(
+                f"spool_dir {self.path!r} holds envelopes for {holds!r}, not for {project!r}: "
+                "give each project a spool_dir of its own"
+            )
 
     def _lock(self) -> None:
         """Our lock file, locked before it is in owners/ (a scanner never sees it unheld)."""
@@ -112,14 +139,17 @@ class SpoolDir:
                 found, out.claimed = out.claimed[: work.more], out.claimed[work.more :]
                 for name, _ in found:
                     self._read(name, out, claimed=True)
-        except OSError as exc:  # the folder itself: what is not reported yet is sent anyway
-            out.error = f"{self.path}: {exc}"
+        except Exception as exc:  # the folder itself (or a bug): the rest is sent from memory
+            out.error = f"{self.path}: {type(exc).__name__}: {exc}"
             done = {id(job) for job, _, _ in out.written} | {id(j) for j, _ in out.unwritten}
             done |= {id(job) for job in out.overflow}
             out.unwritten += [(job, str(exc)) for job in work.write if id(job) not in done]
         return out
 
     def _write(self, job: Any, out: SpoolOutcome, protected: frozenset[str]) -> None:
+        if job.spool is not None:  # written by a round whose end was cut off (a cancel)
+            out.written.append((job, job.spool, self.mine.get(job.spool, job.size)))
+            return
         try:
             body = _spool.stored_envelope(job.envelope).serialize()
         except (TypeError, ValueError, RecursionError) as exc:  # the encoder will count it
@@ -138,9 +168,9 @@ class SpoolDir:
                 self._remove(name)
         self.seq += 1
         name = _spool.file_name(time.time_ns(), self.token, self.seq)
-        tmp = os.path.join(self.tmp, name)
+        path = os.path.join(self.queue, name)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 view = memoryview(record)
                 while view:
@@ -149,16 +179,16 @@ class SpoolDir:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            os.rename(tmp, os.path.join(self.queue, name))
             if self.fsync:
                 self._sync_folder(self.queue)
         except OSError as exc:  # a full disk, say: this one is sent from memory
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(path)
             out.unwritten.append((job, f"cannot write: {exc}"))
             return
         self.mine[name] = size
         self.total += size
+        job.spool = name  # (the engine learns it from the outcome; a repeated round, from here)
         out.written.append((job, name, size))
 
     def _sync_folder(self, folder: str) -> None:
@@ -257,7 +287,7 @@ class SpoolDir:
                 self.mine[new] = size
                 total += size
                 out.claimed.append((new, size))
-            self._clear_tmp(dead)
+            self._clear_tmp()
         finally:
             for token, fd in dead.items():
                 with contextlib.suppress(OSError):
@@ -287,13 +317,15 @@ class SpoolDir:
         dead[token] = fd
         return False
 
-    def _clear_tmp(self, dead: dict[str, int | None]) -> None:
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self.tmp):
-                parsed = _spool.parse_name(name)
-                if parsed is not None and parsed[1] in dead:
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(self.tmp, name))
+    def _clear_tmp(self) -> None:
+        """What a process that died while making its lock or marker left (those take
+        milliseconds; anything older than STALE_TMP is nobody's)."""
+        old = time.time() - STALE_TMP
+        with contextlib.suppress(OSError), os.scandir(self.tmp) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime < old:
+                        os.unlink(entry.path)
 
 
 # -- looking from outside (the command line) --------------------------------------------------

@@ -58,6 +58,7 @@ from .responses import (
 from .spool import (
     test_spool_bound_evicts_the_oldest_as_cache_overflow,
     test_spool_drains_when_the_server_comes_back,
+    test_spool_fork_child_spools_its_own_and_leaves_the_parents,
     test_spool_keeps_what_a_down_server_did_not_take_for_the_next_start,
     test_spool_sets_damaged_and_foreign_files_aside,
     test_spool_two_live_transports_send_nothing_twice,
@@ -95,6 +96,7 @@ __all__ = [
     "test_reset_mid_body_is_retried",
     "test_spool_bound_evicts_the_oldest_as_cache_overflow",
     "test_spool_drains_when_the_server_comes_back",
+    "test_spool_fork_child_spools_its_own_and_leaves_the_parents",
     "test_spool_keeps_what_a_down_server_did_not_take_for_the_next_start",
     "test_spool_sets_damaged_and_foreign_files_aside",
     "test_spool_two_live_transports_send_nothing_twice",

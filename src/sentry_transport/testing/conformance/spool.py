@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from ...core import spool as _spool
 from ...core.envelope import Envelope
+from .._record import Respond
 from ..sink import Sink
 from ._base import Make, Traits, event, free_port, sink_events
 
@@ -190,3 +192,35 @@ def test_spool_two_live_transports_send_nothing_twice(
         assert first.stats()["events"]["delivered"] == 10
         assert second.stats()["events"]["delivered"] == 10
     assert _queue(tmp_path) == []
+
+
+def test_spool_fork_child_spools_its_own_and_leaves_the_parents(
+    make: Make, sink: Sink, tmp_path: Path
+) -> None:
+    """A pre-fork server's workers on one folder: nothing sent twice, nothing left."""
+    sink.default = Respond(200, delay=0.2)
+    transport = make(sink.dsn, spool_dir=str(tmp_path), max_connections=2)
+    for i in range(6):
+        transport.capture_envelope(event(f"parent{i}"))
+    assert _wait(lambda: len(_queue(tmp_path)) >= 1)  # the parent's files are on disk
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:  # the child: its own files only
+        code = 1
+        try:
+            for i in range(3):
+                transport.capture_envelope(event(f"child{i}"))
+            ok = transport.flush(10)
+            stats = transport.stats()
+            transport.close(2)
+            fine = ok and stats["accepted"] == 3 and stats["delivered"] == 3
+            code = 0 if fine and stats["spool"]["claimed"] == 0 else 2
+        finally:
+            os._exit(code)
+    assert transport.flush(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert _wait(lambda: _queue(tmp_path) == [])
+    expected = [f"parent{i}" for i in range(6)] + [f"child{i}" for i in range(3)]
+    assert sorted(sink_events(sink)) == sorted(expected)  # each once

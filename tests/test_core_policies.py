@@ -19,6 +19,7 @@ from sentry_transport import (
     Item,
     MissingDependencyError,
     RetryPolicy,
+    TransportOptions,
 )
 from sentry_transport.core import compress as compression
 from sentry_transport.core import http11 as http11
@@ -121,6 +122,17 @@ def test_missing_library_is_a_missing_dependency_error(monkeypatch: pytest.Monke
 def test_auto_falls_back_to_gzip_without_brotli(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compression, "available", lambda: frozenset({"gzip", "deflate"}))
     assert compression.resolve("auto") == "gzip"
+
+
+def test_zstd_is_used_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installing zstandard (the zstd or fast extra) changes no default: a server that cannot
+    decode zstd would refuse every body, so zstd is sent only to a DSN that asks for it."""
+    pytest.importorskip("zstandard")
+    assert TransportOptions().compression == "gzip"
+    assert compression.resolve(TransportOptions().compression) == "gzip"
+    monkeypatch.setattr(compression, "available", lambda: frozenset({"gzip", "deflate", "zstd"}))
+    assert compression.resolve("auto") == "gzip"  # auto: br, else gzip; never zstd
+    assert compression.resolve("zstd") == "zstd"
 
 
 def test_default_levels_favour_throughput() -> None:

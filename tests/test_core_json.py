@@ -168,6 +168,21 @@ def _kinds(value: Any) -> Any:
     return (type(value).__name__, value)
 
 
+def test_ordinary_oddities_stay_on_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What events commonly hold is written by orjson itself, not by the slow path."""
+    if orjson is None:
+        pytest.skip("orjson is not installed")
+
+    def no_fallback(obj: Any) -> bytes:
+        raise AssertionError("fell back to the standard library")
+
+    monkeypatch.setattr(jsonenc, "accelerator", orjson)
+    monkeypatch.setattr(jsonenc, "stdlib_dumps", no_fallback)
+    common = {"when": WHEN, "id": ID, "state": Color.RED, "at": Point(1, 2), "x": math.nan}
+    common |= {"frame": Frame(), "raw": b"x", "text": "ключ 🐍", "big": 2**63, "obj": Odd()}
+    assert strict_loads(jsonenc.dumps(common))["state"] == 1
+
+
 def test_deep_nesting_past_orjsons_limit(json_path: str) -> None:
     deep: Any = "leaf"
     for _ in range(400):  # orjson stops at 255 levels: the standard library takes over
@@ -290,12 +305,13 @@ def build() -> Envelope:
 
 def test_envelopes_encode_to_the_same_json_with_and_without_orjson() -> None:
     sent = []
+    saved = jsonenc.accelerator
     for accelerator in (orjson, None):
         jsonenc.accelerator = accelerator
         try:
             sent.append(Envelope.deserialize(build().serialize()))
         finally:
-            jsonenc.accelerator = orjson
+            jsonenc.accelerator = saved
     with_orjson, without = sent
     assert with_orjson.headers == without.headers
     assert with_orjson.headers["sampled"] is None

@@ -75,11 +75,11 @@ BASELINE_KINDS = ("threaded", "sync", "asyncio")  # the ones an older src/ is ru
 # --variants: how a row of ours is run, and the label it gets after the peer's name
 VARIANTS = {
     "installed": "",  # as the environment is: orjson when installed, default compression
-    "plain": " -fast",  # as without the fast extra: orjson and zstandard made unimportable
-    "fast": " +fast",  # the fast extra (orjson required), default compression (gzip 3)
+    "plain": " -fast",  # as without the fast extra: orjson, isal, zstandard made unimportable
+    "fast": " +fast",  # the fast extra (orjson required), default compression (gzip 3, isal)
     "zstd": " +fast zstd",  # the fast extra and compression=zstd
 }
-WITHOUT_FAST = ("orjson", "zstandard")  # what the "plain" child blocks before any import
+WITHOUT_FAST = ("orjson", "isal", "zstandard")  # what the "plain" child blocks, first thing
 BLOCKING = ("sync", "requests")  # one request at a time, on the caller's thread
 EXTRAS = {  # kind -> the distribution it needs (its version goes in the header)
     "requests": "requests",
@@ -199,7 +199,7 @@ def child_sdk(dsn: str, events: list[dict[str, Any]]) -> dict[str, Any]:
 
 def ours_result(transport: Any, times: dict[str, float], clock: Clock, flushed: bool) -> dict:
     import sentry_transport
-    from sentry_transport.core import jsonenc
+    from sentry_transport.core import compress, jsonenc
 
     stats = transport.stats()
     return {
@@ -211,9 +211,18 @@ def ours_result(transport: Any, times: dict[str, float], clock: Clock, flushed: 
         "tasks": clock.tasks,
         "version": sentry_transport.__version__,
         "file": sentry_transport.__file__,
-        "codec": f"{'orjson' if jsonenc.accelerator else 'json'} {transport.options.compression}",
+        "codec": codec_of(transport.options.compression, jsonenc, compress),
         **times,
     }
+
+
+def codec_of(compression: str, jsonenc: Any, compress: Any) -> str:
+    """``orjson gzip/isal``: the JSON encoder and the compression a child of ours used."""
+    isal = compression in ("gzip", "deflate") and compress.zlib_accelerator not in (
+        None,
+        compress._UNKNOWN,
+    )
+    return f"{'orjson' if jsonenc.accelerator else 'json'} {compression}{'/isal' if isal else ''}"
 
 
 def child_ours(

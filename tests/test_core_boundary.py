@@ -31,7 +31,7 @@ BANNED = {
     "sentry_transport",
 }  # fmt: skip
 # optional third-party codecs the core may use when installed (the brotli, zstd, fast extras)
-ACCELERATORS = {"orjson", "zstandard", "brotli"}
+ACCELERATORS = {"orjson", "zstandard", "brotli", "isal"}
 STDLIB = set(sys.stdlib_module_names) | {"compression"}  # compression.zstd: Python 3.14
 
 
@@ -124,7 +124,7 @@ def test_core_uses_only_optional_accelerators_beyond_the_stdlib(path: pathlib.Pa
 
 
 def test_the_core_knows_its_accelerators() -> None:
-    """jsonenc takes orjson and compress takes zstandard and brotli, each optionally."""
+    """jsonenc takes orjson, compress zstandard, brotli and isal, each optionally."""
     used = {
         (path.name, name)
         for path in MODULES
@@ -135,6 +135,7 @@ def test_the_core_knows_its_accelerators() -> None:
         ("jsonenc.py", "orjson"),
         ("compress.py", "zstandard"),
         ("compress.py", "brotli"),
+        ("compress.py", "isal"),
     } <= used
 
 

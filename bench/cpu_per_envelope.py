@@ -10,7 +10,8 @@ delivered. The gevent and eventlet children monkey-patch before anything else is
 See bench/README.md for the columns and the targets checked at the bottom.
 
     .venv/bin/python bench/cpu_per_envelope.py [--repeats 3] [--scale 1.0] [--baseline DIR]
-        [--peers threaded,gevent,...] [--scenarios small,slow,100kb] [--spool]
+        [--peers threaded,gevent,...] [--scenarios small,slow,100kb]
+        [--variants installed,plain,fast,zstd] [--spool]
 
 --spool adds a row per peer with the disk spool on (``spool_dir`` a fresh temporary folder
 per run) and checks that it keeps at least half the throughput of the same peer without it.
@@ -74,6 +75,14 @@ PREFIXES = {
 OURS = tuple(PREFIXES)
 KINDS = ("sdk", *OURS)
 BASELINE_KINDS = ("threaded", "sync", "asyncio")  # the ones an older src/ is run for
+# --variants: how a row of ours is run, and the label it gets after the peer's name
+VARIANTS = {
+    "installed": "",  # as the environment is: orjson when installed, default compression
+    "plain": " -fast",  # as without the fast extra: orjson, isal, zstandard made unimportable
+    "fast": " +fast",  # the fast extra (orjson required), default compression (gzip 3, isal)
+    "zstd": " +fast zstd",  # the fast extra and compression=zstd
+}
+WITHOUT_FAST = ("orjson", "isal", "zstandard")  # what the "plain" child blocks, first thing
 BLOCKING = ("sync", "requests")  # one request at a time, on the caller's thread
 EXTRAS = {  # kind -> the distribution it needs (its version goes in the header)
     "requests": "requests",
@@ -183,6 +192,7 @@ def child_sdk(dsn: str, events: list[dict[str, Any]]) -> dict[str, Any]:
         "tasks": None,
         "version": sentry_sdk.VERSION,
         "file": sentry_sdk.__file__,
+        "codec": f"json {transport._compression_algo or 'none'}",
         **times,
     }
     transport.kill()
@@ -192,6 +202,7 @@ def child_sdk(dsn: str, events: list[dict[str, Any]]) -> dict[str, Any]:
 
 def ours_result(transport: Any, times: dict[str, float], clock: Clock, flushed: bool) -> dict:
     import sentry_transport
+    from sentry_transport.core import compress, jsonenc
 
     stats = transport.stats()
     return {
@@ -203,16 +214,33 @@ def ours_result(transport: Any, times: dict[str, float], clock: Clock, flushed: 
         "tasks": clock.tasks,
         "version": sentry_transport.__version__,
         "file": sentry_transport.__file__,
+        "codec": codec_of(transport.options.compression, jsonenc, compress),
         **times,
     }
 
 
-def child_ours(kind: str, dsn: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+def codec_of(compression: str, jsonenc: Any, compress: Any) -> str:
+    """``orjson gzip/isal``: the JSON encoder and the compression a child of ours used."""
+    isal = compression in ("gzip", "deflate") and compress.zlib_accelerator not in (
+        None,
+        compress._UNKNOWN,
+    )
+    return f"{'orjson' if jsonenc.accelerator else 'json'} {compression}{'/isal' if isal else ''}"
+
+
+def child_ours(
+    kind: str, dsn: str, events: list[dict[str, Any]], variant: str = "installed"
+) -> dict[str, Any]:
     import asyncio
     import gc
 
     import sentry_transport
     from sentry_transport import Envelope, make_transport
+    from sentry_transport.core import jsonenc
+
+    if variant in ("fast", "zstd") and jsonenc.accelerator is None:
+        raise SystemExit("the fast extra is not installed: pip install -e '.[fast]'")
+    options: dict[str, Any] = {"compression": "zstd"} if variant == "zstd" else {}
 
     envelopes = [Envelope.for_event(event) for event in events]
     clock = Clock()
@@ -221,9 +249,9 @@ def child_ours(kind: str, dsn: str, events: list[dict[str, Any]]) -> dict[str, A
 
         async def main() -> dict[str, Any]:
             if kind == "asyncio":
-                transport: Any = sentry_transport.AsyncioTransport(dsn)
+                transport: Any = sentry_transport.AsyncioTransport(dsn, **options)
             else:
-                transport = make_transport("tornado+" + dsn)
+                transport = make_transport("tornado+" + dsn, **options)
             capture = transport.capture_envelope
             gc.collect()
             clock.start()
@@ -268,7 +296,7 @@ def child_ours(kind: str, dsn: str, events: list[dict[str, Any]]) -> dict[str, A
 
         pause = eventlet.sleep
 
-    transport = make_transport(PREFIXES[kind] + dsn)
+    transport = make_transport(PREFIXES[kind] + dsn, **options)
     capture = transport.capture_envelope
     gc.collect()
     clock.start()
@@ -289,6 +317,9 @@ def child_ours(kind: str, dsn: str, events: list[dict[str, Any]]) -> dict[str, A
 
 
 def child(args: argparse.Namespace) -> int:
+    if args.variant == "plain":  # before sentry_transport is imported: as if not installed
+        for name in WITHOUT_FAST:
+            sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
     events = make_events(args.event, args.count)
     if args.kind == "sdk":
         result = child_sdk(args.dsn, events)
@@ -300,7 +331,7 @@ def child(args: argparse.Namespace) -> int:
             if not where.is_relative_to(Path(args.src).resolve()):
                 print(f"sentry_transport imported from {where}, not {args.src}", file=sys.stderr)
                 return 3
-        result = child_ours(args.kind, args.dsn, events)
+        result = child_ours(args.kind, args.dsn, events, args.variant)
     result["sent"] = args.count
     print(json.dumps(result), flush=True)
     return 0
@@ -315,6 +346,7 @@ class Peer:
     kind: str
     src: str | None  # put on PYTHONPATH (None: sentry_sdk, which needs none)
     group: str = ""  # "now" / "base" / "spool": which rows are compared with each other
+    variant: str = "installed"  # a key of VARIANTS
     spool: bool = False  # run with spool_dir set (a fresh temporary folder per run)
 
     def env(self) -> dict[str, str]:
@@ -416,6 +448,7 @@ def run_child(peer: Peer, scenario: Scenario, dsn: str, count: int, timeout: flo
 def _run_child(peer: Peer, scenario: Scenario, dsn: str, count: int, timeout: float) -> Outcome:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", peer.kind]
     command += ["--dsn", dsn, "--count", str(count), "--event", scenario.event]
+    command += ["--variant", peer.variant]
     if peer.src:
         command += ["--src", peer.src]
     try:
@@ -541,6 +574,16 @@ class Summary:
     def threads(self) -> str:
         return str(max(o.data["threads"] for o in self.good)) if self.good else "-"
 
+    def codec(self) -> str:
+        """The JSON encoder and compression its runs used (``orjson gzip``)."""
+        return ",".join(sorted({o.data.get("codec", "?") for o in self.good})) or "-"
+
+    def fast(self) -> bool:
+        """Whether its runs encoded JSON with orjson (the fast extra)."""
+        return bool(self.good) and all(
+            o.data.get("codec", "").startswith("orjson") for o in self.good
+        )
+
     def most(self, key: str) -> str:
         seen = [o.data[key] for o in self.good if o.data.get(key) is not None]
         return str(max(seen)) if seen else "-"
@@ -570,7 +613,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def print_table(results: dict[Scenario, dict[Peer, Summary]], baseline: bool) -> None:
-    header = ["scenario", "peer", "delivered/sent", "env/s", "µs CPU/env", "max thr"]
+    header = ["scenario", "peer", "codec", "delivered/sent", "env/s", "µs CPU/env", "max thr"]
     header += ["workers", "max tasks", "rate/sdk", "CPU/sdk"]
     header += ["rate/base", "CPU/base"] if baseline else []
     header += ["note"]
@@ -587,12 +630,13 @@ def print_table(results: dict[Scenario, dict[Peer, Summary]], baseline: bool) ->
             if peer.group == "now" and peer.kind in base:
                 other = base[peer.kind]
                 vs_base = [ratio(rate, other.rate()), ratio(cpu, other.cpu())]
-            row = [scenario.name, peer.label, s.delivered(), fmt(rate, ",.0f"), fmt(cpu, ",.0f")]
+            row = [scenario.name, peer.label, s.codec(), s.delivered(), fmt(rate, ",.0f")]
+            row += [fmt(cpu, ",.0f")]
             row += [s.threads(), s.most("workers"), s.most("tasks"), *vs_sdk]
             row += vs_base if baseline else []
             table.append([*row, s.note()])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    left = {0, 1, len(header) - 1}
+    left = {0, 1, 2, len(header) - 1}
     for n, row in enumerate(table):
         cells = [
             c.ljust(w) if i in left else c.rjust(w)
@@ -630,6 +674,8 @@ def print_runs(results: dict[Scenario, dict[Peer, Summary]]) -> None:
 SLOW_NONBLOCKING_X = 10.0  # sink +20 ms: envelopes/s of a non-blocking runtime / sentry_sdk's
 SLOW_BLOCKING_X = 0.8  # sink +20 ms: envelopes/s of sync, requests / sentry_sdk's
 SMALL_CPU_X = 1.0  # small: µs CPU per envelope / sentry_sdk's, at most
+LARGE_X = 2.0  # 100 KB: envelopes/s / sentry_sdk's, at least, without the fast extra
+LARGE_FAST_X = 4.0  # 100 KB: the same with it (orjson; any compression)
 
 
 def print_targets(results: dict[Scenario, dict[Peer, Summary]]) -> int:
@@ -677,6 +723,22 @@ def print_targets(results: dict[Scenario, dict[Peer, Summary]]) -> int:
     check("slow", slow)
     print(" small ~1 KB: every run delivers all, at no more µs CPU/env than sentry_sdk")
     check("small", small)
+
+    def large(peer: Peer, s: Summary, sdk: Summary) -> tuple[bool, str]:
+        want = LARGE_FAST_X if s.fast() else LARGE_X
+        x, cpu = times(s.rate(), sdk.rate()), times(s.cpu(), sdk.cpu())
+        text = f"env/s {'n/a' if x is None else f'{x:.2f}x'} sentry_sdk's (want >= {want:g}x"
+        text += f" {'with' if s.fast() else 'without'} the fast extra; {s.codec()})"
+        text += f"; µs CPU/env {'n/a' if cpu is None else f'{cpu:.2f}x'}"
+        if not s.all_delivered():
+            text += f"; delivered {s.delivered()}"
+        return x is not None and x >= want and s.all_delivered(), text
+
+    print(
+        f" 100 KB: envelopes/s >= {LARGE_X:g}x sentry_sdk's without the fast extra, "
+        f">= {LARGE_FAST_X:g}x with it"
+    )
+    check("100kb", large)
     return failed
 
 
@@ -687,7 +749,9 @@ def print_spool_targets(results: dict[Scenario, dict[Peer, Summary]]) -> int:
     failed = 0
     print(f" spool on: >= {SPOOL_RATE_X:g}x the same peer's env/s without it")
     for scenario, summaries in results.items():
-        plain = {p.kind: s for p, s in summaries.items() if p.group == "now"}
+        plain = {
+            p.kind: s for p, s in summaries.items() if p.group == "now" and p.variant == "installed"
+        }
         for peer, s in summaries.items():
             if peer.group != "spool" or peer.kind not in plain:
                 continue
@@ -730,9 +794,12 @@ def parent(args: argparse.Namespace) -> int:
     if args.scenarios is None:
         keys = [k for k in keys if k in DEFAULT_SCENARIOS]
     peers = [Peer("sentry_sdk", "sdk", None)]  # always: the reference of every ratio
-    peers += [Peer(f"{k} (now)", k, str(REPO_SRC), "now") for k in kinds]
+    variants = pick(args.variants, tuple(VARIANTS), "variant") if args.variants else ["installed"]
+    peers += [
+        Peer(f"{k}{VARIANTS[v]} (now)", k, str(REPO_SRC), "now", v) for k in kinds for v in variants
+    ]
     if args.spool:
-        peers += [Peer(f"{k}+spool (now)", k, str(REPO_SRC), "spool", True) for k in kinds]
+        peers += [Peer(f"{k}+spool (now)", k, str(REPO_SRC), "spool", spool=True) for k in kinds]
     base = str(Path(args.baseline).resolve()) if args.baseline else None
     if base:
         peers += [Peer(f"{k} (base)", k, base, "base") for k in kinds if k in BASELINE_KINDS]
@@ -821,6 +888,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="A,B",
         help=f"{','.join(SCENARIO_KEYS)}; default {','.join(DEFAULT_SCENARIOS)}",
     )
+    parser.add_argument(
+        "--variants",
+        metavar="A,B",
+        help=f"how our peers run: {','.join(VARIANTS)} (see bench/README.md); default installed",
+    )
     parser.add_argument("--timeout", type=float, default=CHILD_TIMEOUT, help="per child run")
     parser.add_argument("--spool", action="store_true", help="also each peer with spool_dir set")
     parser.add_argument("--child", choices=KINDS, dest="kind", help=argparse.SUPPRESS)
@@ -828,6 +900,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--event", choices=("small", "large"), help=argparse.SUPPRESS)
     parser.add_argument("--src", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=VARIANTS, default="installed", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     return child(args) if args.kind else parent(args)
 

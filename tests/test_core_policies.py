@@ -19,6 +19,7 @@ from sentry_transport import (
     Item,
     MissingDependencyError,
     RetryPolicy,
+    TransportOptions,
 )
 from sentry_transport.core import compress as compression
 from sentry_transport.core import http11 as http11
@@ -123,6 +124,17 @@ def test_auto_falls_back_to_gzip_without_brotli(monkeypatch: pytest.MonkeyPatch)
     assert compression.resolve("auto") == "gzip"
 
 
+def test_zstd_is_used_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installing zstandard (the zstd or fast extra) changes no default: a server that cannot
+    decode zstd would refuse every body, so zstd is sent only to a DSN that asks for it."""
+    pytest.importorskip("zstandard")
+    assert TransportOptions().compression == "gzip"
+    assert compression.resolve(TransportOptions().compression) == "gzip"
+    monkeypatch.setattr(compression, "available", lambda: frozenset({"gzip", "deflate", "zstd"}))
+    assert compression.resolve("auto") == "gzip"  # auto: br, else gzip; never zstd
+    assert compression.resolve("zstd") == "zstd"
+
+
 def test_default_levels_favour_throughput() -> None:
     assert set(compression.DEFAULT_LEVELS) == {"gzip", "deflate", "br", "zstd"}
     assert all(level < 9 for level in compression.DEFAULT_LEVELS.values())
@@ -152,6 +164,50 @@ def test_gzip_is_real_gzip_and_deterministic() -> None:
     assert packed == compression.compress(BODY, "gzip")  # mtime 0: same bytes every time
     assert compression.decompress(packed, "x-gzip") == BODY
     assert compression.decompress(packed, " GZIP ") == BODY
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_isal_writes_levels_1_to_3_in_the_same_formats(
+    encoding: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With isal installed (the fast extra), gzip and deflate at levels 1-3 come from isal's
+    zlib: other bytes, the same format for any gzip or zlib reader; 0 and 4-9 stay zlib's."""
+    isal_zlib = pytest.importorskip("isal.isal_zlib")
+    import gzip
+
+    monkeypatch.setattr(compression, "zlib_accelerator", isal_zlib)
+    wbits = 31 if encoding == "gzip" else 15
+    for level in (1, 2, 3):
+        packed = compression.compress(BODY, encoding, level)
+        packer = isal_zlib.compressobj(level, isal_zlib.DEFLATED, wbits)
+        assert packed == packer.compress(BODY) + packer.flush()
+        assert zlib.decompress(packed, wbits) == BODY  # the standard library reads it
+        assert compression.decompress(packed, encoding, limit=len(BODY)) == BODY
+        if encoding == "gzip":
+            assert gzip.decompress(packed) == BODY
+    monkeypatch.setattr(compression, "zlib_accelerator", None)
+    plain = {level: compression.compress(BODY, encoding, level) for level in (0, 3, 6, 9)}
+    monkeypatch.setattr(compression, "zlib_accelerator", isal_zlib)
+    assert compression.compress(BODY, encoding, 3) != plain[3]  # isal's
+    for level in (0, 6, 9):  # 0 is "stored" in zlib, not isal's fastest: zlib keeps those
+        assert compression.compress(BODY, encoding, level) == plain[level]
+
+
+def test_without_isal_gzip_is_zlibs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    monkeypatch.setattr(compression, "zlib_accelerator", None)
+    assert compression.compress(BODY, "gzip", 3) == gzip.compress(BODY, 3, mtime=0)
+    assert compression.compress(BODY, "deflate", 3) == zlib.compress(BODY, 3)
+
+
+def test_isal_is_looked_up_once_and_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(compression, "zlib_accelerator", compression._UNKNOWN)
+    monkeypatch.setitem(sys.modules, "isal", None)  # import isal -> ImportError
+    assert compression.decompress(compression.compress(BODY, "gzip"), "gzip") == BODY
+    assert compression.zlib_accelerator is None
 
 
 def test_default_level_is_used_and_differs_from_nine() -> None:

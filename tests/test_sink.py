@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import gzip
 import http.client
 import json
+import math
 import re
 import signal
 import socket
@@ -21,7 +23,8 @@ from collections.abc import Iterator, Mapping
 import pytest
 
 import sentry_transport.testing.sink as sink_module
-from sentry_transport import Envelope, Item
+from sentry_transport import Envelope, Item, make_transport
+from sentry_transport.core import jsonenc
 from sentry_transport.core.compress import compress, decompress
 from sentry_transport.testing import (
     MAX_DECOMPRESSED,
@@ -40,6 +43,7 @@ pytestmark = pytest.mark.network
 
 AUTH = {"X-Sentry-Auth": "Sentry sentry_version=7, sentry_client=test/1.0, sentry_key=public"}
 PATH = "/api/42/envelope/"
+_WHEN = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
 
 
 def make_envelope(message: str = "hello") -> Envelope:
@@ -172,6 +176,35 @@ def test_compressed_bodies_are_decoded(sink: Sink, encoding: str) -> None:
     assert received.body == sent
     assert received.decoded == raw
     assert sink.envelopes == [Envelope.deserialize(raw)]
+
+
+@pytest.mark.parametrize("json_path", ["orjson", "stdlib"])
+def test_zstd_bodies_from_a_transport_decode_in_the_sink(
+    sink: Sink, json_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast extra's pair (orjson JSON, zstd body) through a real transport and the sink."""
+    pytest.importorskip("zstandard")
+    fast = pytest.importorskip("orjson") if json_path == "orjson" else None
+    monkeypatch.setattr(jsonenc, "accelerator", fast)
+    event = {
+        "message": {"formatted": "zstd ✓ " * 400},  # well over the compression threshold
+        "extra": {"ratio": math.nan, "huge": 2**70, "by_code": {404: 2}, "when": _WHEN},
+    }
+    transport = make_transport("sync+" + sink.dsn, compression="zstd")
+    transport.capture_envelope(Envelope.for_event(event))
+    assert transport.flush(5)
+    transport.close(5)
+    [received] = sink.requests
+    assert received.headers["content-encoding"] == "zstd"
+    assert received.error is None and received.envelope is not None
+    sent = received.envelope.items[0].json
+    assert sent["message"] == event["message"]
+    assert sent["extra"] == {
+        "ratio": None,
+        "huge": 2**70,
+        "by_code": {"404": 2},
+        "when": "2026-12-01 00:00:00+00:00",
+    }
 
 
 def test_raw_deflate_is_decoded(sink: Sink) -> None:

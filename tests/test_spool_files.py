@@ -36,16 +36,19 @@ def test_folders_are_owner_only_and_records_whole(tmp_path: Path) -> None:
     folder = SpoolDir(str(tmp_path / "s"), 1 << 20, project="h/1")
     job = Job(1, event("x"), 100)
     out = folder.apply(work([job]))
-    ((written, name, size),) = out.written
+    ((written, ident, size),) = out.written
     assert written is job
+    name, index = sp.split_id(ident)
+    assert index == 0
     for sub in ("", "queue", "tmp", "set-aside", "owners"):
         assert stat.S_IMODE((tmp_path / "s" / sub).stat().st_mode) == 0o700
     record = tmp_path / "s" / "queue" / name
     assert stat.S_IMODE(record.stat().st_mode) == 0o600
     assert record.stat().st_size == size
-    assert sp.decode_record(record.read_bytes()) == job.envelope.serialize()
+    parsed = sp.parse_file(record.read_bytes())
+    assert [body for _, _, body in parsed.live()] == [job.envelope.serialize()]
     assert os.listdir(tmp_path / "s" / "tmp") == []  # (only locks and markers pass there)
-    folder.apply(work(remove=[name]))
+    folder.apply(work(remove=[ident]))
     assert not record.exists()
     folder.close()
 
@@ -88,7 +91,8 @@ def test_owners_live_while_they_hold_their_lock(tmp_path: Path) -> None:
     alive = SpoolDir(str(tmp_path), 1 << 20)
     assert owner_alive(str(tmp_path), alive.token)
     out = alive.apply(work([Job(1, event(), 100)]))
-    ((_, name, _),) = out.written
+    ((_, ident, _),) = out.written
+    name = sp.split_id(ident)[0]
     other = SpoolDir(str(tmp_path), 1 << 20)
     assert other.apply(work(scan=True)).claimed == []  # a living owner's files stay its own
     stale = tmp_path / "tmp" / "deadbeefdeadbeef.lock"  # a lock a crash left half made
@@ -97,8 +101,10 @@ def test_owners_live_while_they_hold_their_lock(tmp_path: Path) -> None:
     alive.forget()  # as if killed: the lock is gone with the process
     assert not owner_alive(str(tmp_path), alive.token)
     claimed = other.apply(work(scan=True)).claimed
-    assert len(claimed) == 1 and sp.parse_name(claimed[0][0])[1] == other.token  # type: ignore[index]
-    assert sp.parse_name(claimed[0][0])[0] == sp.parse_name(name)[0]  # type: ignore[index]
+    assert len(claimed) == 1
+    taken = sp.parse_name(sp.split_id(claimed[0][0])[0])
+    assert taken is not None and taken[1] == other.token
+    assert taken[0] == sp.parse_name(name)[0]  # type: ignore[index]  # same age
     assert not stale.exists()
     assert not (tmp_path / "owners" / f"{alive.token}.lock").exists()
     other.close()
@@ -139,3 +145,41 @@ def test_the_spool_command_shows_sends_and_purges(
     assert os.listdir(tmp_path / "queue") == []
     assert _cli.main(["spool", str(tmp_path / "nothing")]) == 2
     assert "no spool at" in capsys.readouterr().err
+
+
+def test_a_round_is_one_file_whose_records_are_marked_done_then_it_goes(tmp_path: Path) -> None:
+    folder = SpoolDir(str(tmp_path), 1 << 20)
+    jobs = [Job(i, event(f"m{i}"), 100) for i in range(5)]
+    out = folder.apply(work(jobs))
+    idents = [ident for _, ident, _ in out.written]
+    assert len({sp.split_id(ident)[0] for ident in idents}) == 1  # one file for the round
+    (name,) = os.listdir(tmp_path / "queue")
+    folder.apply(work(remove=idents[:2]))
+    parsed = sp.parse_file((tmp_path / "queue" / name).read_bytes())
+    assert parsed.done == {0, 1} and [i for i, _, _ in parsed.live()] == [2, 3, 4]
+    # a crash cut the next append short: the records and markers before it stand
+    with open(tmp_path / "queue" / name, "ab") as file:
+        file.write(b"STDONE 1 ")
+    parsed = sp.parse_file((tmp_path / "queue" / name).read_bytes())
+    assert parsed.damage and [i for i, _, _ in parsed.live()] == [2, 3, 4]
+    folder.apply(work(remove=idents[2:]))
+    assert os.listdir(tmp_path / "queue") == []
+    folder.close()
+
+
+def test_a_small_bound_keeps_files_small_and_evicts_whole_files_oldest_first(
+    tmp_path: Path,
+) -> None:
+    size = len(sp.encode_record(event("m0").serialize()))
+    folder = SpoolDir(str(tmp_path), 4 * size)  # a sixteenth of it is under one record
+    first = folder.apply(work([Job(i, event(f"m{i}"), 100) for i in range(4)]))
+    assert len(os.listdir(tmp_path / "queue")) == 4  # a record a file
+    second = folder.apply(work([Job(9, event("m9"), 100)]))
+    assert [ident for ident, _ in second.evicted] == [first.written[0][1]]
+    evicted = second.evicted[0][1]
+    assert evicted is not None and evicted.items[0].json["message"] == "m0"
+    in_flight = frozenset({first.written[1][1]})
+    third = SpoolWork([Job(10, event("m8"), 100)], [], [], False, in_flight, 0)
+    out = folder.apply(third)
+    assert [ident for ident, _ in out.evicted] == [first.written[2][1]]  # m1 is in flight
+    folder.close()

@@ -1,13 +1,16 @@
 """The disk spool's rules: record format, file names, eviction, replay pacing (no I/O here).
 
-A spooled envelope is one file in ``<spool_dir>/queue/``, written whole under ``tmp/`` and
-renamed into place, so a reader never sees half a file. Its bytes are a record:
+A spool file in ``<spool_dir>/queue/`` holds the envelopes one write round took (at most
+``segment_bytes(bound)`` of them, so that eviction stays fine-grained), each a record:
 
     b"STSPOOL 1 <body length> <crc32 of body, 8 hex>\\n" <body>
 
 where the body is the envelope as captured, minus ``sent_at`` (stamped at send time, never
-stored). A record whose header, length or checksum does not hold is damaged; one of another
-version is foreign. Both are set aside, never parsed further, never retried.
+stored), then, appended as its envelopes are answered, done markers ``b"STDONE 1 <i>\\n"``
+(the i-th record of the file needs sending no more). A file whose every record is done is
+deleted. ``parse_file`` reads one back: records and done markers up to the first damage (a
+crash cut the last append short: what came before stands); a file that does not start with a
+record of our version is foreign. An envelope's id in the spool is ``<file>#<i>``.
 
 File names sort by age: ``<created ns, 20 digits>-<owner token>-<seq>.env``. The owner token
 names the process that holds the file (its lock file says whether it still lives); a living
@@ -42,6 +45,8 @@ REPLAY_BACKOFF_MAX = 60.0
 SET_ASIDE_KEEP = 64  # damaged or foreign files kept for inspection; older ones are deleted
 
 _MAGIC = b"STSPOOL"
+_DONE = b"STDONE"
+SEGMENT_MAX = 4 * 1024 * 1024  # bytes of records per file, at most (one larger record: alone)
 _NAME = re.compile(r"^(\d{20})-([0-9a-f]{16})-(\d{8})\.env$")
 
 
@@ -94,6 +99,79 @@ def decode_record(data: bytes) -> bytes:
     if zlib.crc32(body) != crc:
         raise SpoolRecordError("checksum mismatch")
     return body
+
+
+def encode_done(indices: Iterable[int]) -> bytes:
+    return b"".join(b"%s %d %d\n" % (_DONE, VERSION, i) for i in indices)
+
+
+def segment_bytes(bound: int) -> int:
+    """Record bytes one file takes: a sixteenth of the bound (eviction goes a file at a
+    time, so it never takes more than that at once), within 1 byte .. SEGMENT_MAX."""
+    return max(1, min(SEGMENT_MAX, bound // 16))
+
+
+def record_id(file: str, index: int) -> str:
+    return f"{file}#{index}"
+
+
+def split_id(ident: str) -> tuple[str, int]:
+    file, _, index = ident.rpartition("#")
+    return file, int(index)
+
+
+@dataclass(slots=True)
+class ParsedFile:
+    records: list[tuple[int, int, bytes]]  # (index, record bytes, body), in file order
+    done: set[int]
+    damage: str | None = None  # what stopped the reading early (a torn append, garbage)
+    foreign: bool = False  # not a file of ours at all (nothing of it is taken)
+
+    def live(self) -> list[tuple[int, int, bytes]]:
+        return [record for record in self.records if record[0] not in self.done]
+
+
+def parse_file(data: bytes) -> ParsedFile:
+    """Records and done markers of a spool file, up to the first damage."""
+    parsed = ParsedFile([], set())
+    pos, index, size = 0, 0, len(data)
+    while pos < size:
+        end = data.find(b"\n", pos, pos + 64)
+        fields = data[pos:end].split(b" ") if end >= 0 else []
+        kind = fields[0] if fields else b""
+        if kind == _DONE and len(fields) == 3 and fields[1] == b"%d" % VERSION:
+            try:
+                parsed.done.add(int(fields[2]))
+            except ValueError:
+                parsed.damage = "bad done marker"
+                break
+            pos = end + 1
+            continue
+        if kind != _MAGIC:
+            if pos == 0:
+                parsed.foreign = True
+                parsed.damage = "not a spool file" if data[:7] != _MAGIC else "no record header"
+            else:
+                parsed.damage = "cut short" if end < 0 else "garbage after the records"
+            break
+        try:
+            body = decode_record(data[pos:] if end < 0 else data[pos : end + 1 + _length(fields)])
+        except SpoolRecordError as exc:
+            parsed.foreign = pos == 0 and exc.foreign
+            parsed.damage = str(exc)
+            break
+        taken = end + 1 - pos + len(body)
+        parsed.records.append((index, taken, body))
+        index += 1
+        pos += taken
+    return parsed
+
+
+def _length(fields: list[bytes]) -> int:
+    try:
+        return max(0, int(fields[2]))
+    except (IndexError, ValueError):
+        return 0
 
 
 def file_name(created_ns: int, token: str, seq: int) -> str:

@@ -2,7 +2,7 @@
 
 Layout (every folder owner-only, 0700; every file 0600):
 
-    <spool_dir>/queue/      one record per envelope (core/spool.py: format, names, eviction)
+    <spool_dir>/queue/      files of records, one per write round (core/spool.py: format)
     <spool_dir>/tmp/        lock files and markers being made (renamed into place when whole)
     <spool_dir>/set-aside/  damaged or foreign files, kept for a look (the newest 64)
     <spool_dir>/owners/     <token>.lock: held (flock) by the living process of that token
@@ -11,14 +11,15 @@ Layout (every folder owner-only, 0700; every file 0600):
 it never raises for a file's sake: what fails is reported, counted and set aside. It runs
 on the spool's worker, off any event loop (``runtime.offload``).
 
-Durability and atomicity: a record is written straight into queue/ under its owner's name
-(no rename: a file costs one create, one write and, once answered, one unlink). Only its
-owner reads it while the owner lives, and only after writing it; a file a crash cut short is
-read by the next owner as what it is, damaged (the record's length and checksum say so), and
-set aside: no half file is ever read as whole. A crash of the process at any point (SIGKILL
-included) keeps every record written before it, because the kernel has it. ``spool_fsync=1``
-adds an fsync of each file and of the folder, for power loss too, at a disk flush per
-envelope.
+Durability and atomicity: a write round's records go straight into one new file in queue/
+under its owner's name (one create and one write for the round; no rename), answers append
+done markers to it, and it is deleted when every record is done. Only its owner reads it
+while the owner lives, and only after writing it; what a crash cut short is read by the
+next owner as what it is (each record's length and checksum say so): the records before the
+cut stand, the cut one is counted set aside. No half record is ever read as whole. A crash
+of the process at any point (SIGKILL included) keeps every record written before it, because
+the kernel has it. ``spool_fsync=1`` adds an fsync of each file and of the folder, for power
+loss too, at a disk flush per write round.
 
 Several processes: each holds an exclusive ``flock`` on its own lock file for as long as it
 lives. A file belongs to the token in its name; a process takes a dead owner's files (one
@@ -31,12 +32,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from ..core import spool as _spool
 from ..core.envelope import Envelope
 from ..core.errors import ConfigurationError, EnvelopeError
-from ..core.spool import SpoolOutcome, SpoolRecordError, SpoolWork
+from ..core.spool import ParsedFile, SpoolOutcome, SpoolWork
 
 try:
     import fcntl
@@ -46,6 +48,12 @@ except ImportError:  # pragma: no cover - Windows
 FOLDERS = ("queue", "tmp", "set-aside", "owners")
 READ_LIMIT = 256 * 1024 * 1024  # a file bigger than this is not ours to read
 STALE_TMP = 600.0  # seconds after which a file in tmp/ is a dead process's leftover
+
+
+@dataclass(slots=True)
+class _File:
+    size: int  # bytes on disk (records and done markers)
+    live: set[int]  # records not done
 
 
 def new_token() -> str:
@@ -62,7 +70,7 @@ class SpoolDir:
         self.tmp = os.path.join(self.path, "tmp")
         self.aside = os.path.join(self.path, "set-aside")
         self.owners = os.path.join(self.path, "owners")
-        self.mine: dict[str, int] = {}  # our files -> bytes
+        self.files: dict[str, _File] = {}  # our files
         self.total = 0  # bytes of every record in queue/ (ours and the living others')
         self.seq = 0
         self.lock_fd: int | None = None
@@ -129,16 +137,12 @@ class SpoolDir:
         try:
             if work.scan:
                 self._scan(out)
-            for name in work.remove:
-                self._remove(name)
-            for job in work.write:
-                self._write(job, out, work.protected)
-            for name in work.reload:
-                self._read(name, out)
+            self._remove(work.remove)
+            self._write(work.write, out, work.protected)
+            self._read(work.reload, out)
             if work.more and out.claimed:  # a start: what was found goes out at once
                 found, out.claimed = out.claimed[: work.more], out.claimed[work.more :]
-                for name, _ in found:
-                    self._read(name, out, claimed=True)
+                self._read([ident for ident, _ in found], out, claimed=True)
         except Exception as exc:  # the folder itself (or a bug): the rest is sent from memory
             out.error = f"{self.path}: {type(exc).__name__}: {exc}"
             done = {id(job) for job, _, _ in out.written} | {id(j) for j, _ in out.unwritten}
@@ -146,33 +150,50 @@ class SpoolDir:
             out.unwritten += [(job, str(exc)) for job in work.write if id(job) not in done]
         return out
 
-    def _write(self, job: Any, out: SpoolOutcome, protected: frozenset[str]) -> None:
-        if job.spool is not None:  # written by a round whose end was cut off (a cancel)
-            out.written.append((job, job.spool, self.mine.get(job.spool, job.size)))
-            return
-        try:
-            body = _spool.stored_envelope(job.envelope).serialize()
-        except (TypeError, ValueError, RecursionError) as exc:  # the encoder will count it
-            out.unwritten.append((job, f"cannot encode: {exc}"))
-            return
-        record = _spool.encode_record(body)
-        size = len(record)
-        if self.total + size > self.bound:
-            entries = sorted(self.mine.items())
-            names, fits = _spool.evictions(entries, self.total, self.bound, size, protected)
-            if not fits:
+    # -- writing ------------------------------------------------------------------------------
+
+    def _write(self, jobs: list[Any], out: SpoolOutcome, protected: frozenset[str]) -> None:
+        """The round's envelopes into files of at most ``segment_bytes`` of records each."""
+        batch: list[tuple[Any, bytes]] = []
+        batch_bytes = 0
+        limit = _spool.segment_bytes(self.bound)
+        for job in jobs:
+            if job.spool is not None:  # written by a round whose end was cut off (a cancel)
+                out.written.append((job, job.spool, job.size))
+                continue
+            try:
+                body = _spool.stored_envelope(job.envelope).serialize()
+            except (TypeError, ValueError, RecursionError) as exc:  # the encoder counts it
+                out.unwritten.append((job, f"cannot encode: {exc}"))
+                continue
+            record = _spool.encode_record(body)
+            if batch and batch_bytes + len(record) > limit:
+                self._write_file(batch, out, protected)
+                batch, batch_bytes = [], 0
+            batch.append((job, record))
+            batch_bytes += len(record)
+        if batch:
+            self._write_file(batch, out, protected)
+
+    def _write_file(
+        self, batch: list[tuple[Any, bytes]], out: SpoolOutcome, protected: frozenset[str]
+    ) -> None:
+        size = sum(len(record) for _, record in batch)
+        if self.total + size > self.bound and not self._make_room(size, out, protected):
+            while batch and self.total + size > self.bound:  # the newest do not fit
+                job, record = batch.pop()
+                size -= len(record)
                 out.overflow.append(job)
+            if not batch:
                 return
-            for name in names:
-                out.evicted.append((name, self._peek(name)))
-                self._remove(name)
         self.seq += 1
         name = _spool.file_name(time.time_ns(), self.token, self.seq)
         path = os.path.join(self.queue, name)
+        data = b"".join(record for _, record in batch)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                view = memoryview(record)
+                view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
                 if self.fsync:
@@ -181,15 +202,35 @@ class SpoolDir:
                 os.close(fd)
             if self.fsync:
                 self._sync_folder(self.queue)
-        except OSError as exc:  # a full disk, say: this one is sent from memory
+        except OSError as exc:  # a full disk, say: these are sent from memory
             with contextlib.suppress(OSError):
                 os.unlink(path)
-            out.unwritten.append((job, f"cannot write: {exc}"))
+            out.unwritten += [(job, f"cannot write: {exc}") for job, _ in batch]
             return
-        self.mine[name] = size
-        self.total += size
-        job.spool = name  # (the engine learns it from the outcome; a repeated round, from here)
-        out.written.append((job, name, size))
+        self.files[name] = _File(len(data), set(range(len(batch))))
+        self.total += len(data)
+        for index, (job, record) in enumerate(batch):
+            ident = _spool.record_id(name, index)
+            job.spool = ident  # (the engine learns it from the outcome; a repeat, from here)
+            out.written.append((job, ident, len(record)))
+
+    def _make_room(self, size: int, out: SpoolOutcome, protected: frozenset[str]) -> bool:
+        """Evict whole files, oldest first, none with a record in flight, until ``size`` more
+        bytes fit under the bound (core's ``evictions`` chooses)."""
+        entries = [(name, state.size) for name, state in sorted(self.files.items())]
+        busy = {_spool.split_id(ident)[0] for ident in protected}
+        names, fits = _spool.evictions(entries, self.total, self.bound, size, frozenset(busy))
+        if not fits:
+            return False
+        for name in names:
+            state = self.files.pop(name)
+            envelopes = self._envelopes(name)
+            for index in sorted(state.live):
+                out.evicted.append((_spool.record_id(name, index), envelopes.get(index)))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.queue, name))
+            self.total -= state.size
+        return True
 
     def _sync_folder(self, folder: str) -> None:
         fd = os.open(folder, os.O_RDONLY)
@@ -198,44 +239,102 @@ class SpoolDir:
         finally:
             os.close(fd)
 
-    def _remove(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.queue, name))
-        self.total -= self.mine.pop(name, 0)
+    # -- done, read back ----------------------------------------------------------------------
 
-    def _load(self, name: str) -> Envelope:
-        """A record's envelope; SpoolRecordError / EnvelopeError when it is not one."""
+    def _remove(self, idents: list[str]) -> None:
+        """Mark records done: a file with none left goes, else it gets done markers."""
+        by_file: dict[str, list[int]] = {}
+        for ident in idents:
+            name, index = _spool.split_id(ident)
+            by_file.setdefault(name, []).append(index)
+        for name, indices in by_file.items():
+            state = self.files.get(name)
+            if state is None:
+                continue
+            state.live.difference_update(indices)
+            path = os.path.join(self.queue, name)
+            if not state.live:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                del self.files[name]
+                self.total -= state.size
+                continue
+            marker = _spool.encode_done(indices)
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                try:
+                    os.write(fd, marker)
+                finally:
+                    os.close(fd)
+                state.size += len(marker)
+                self.total += len(marker)
+
+    def _parse(self, name: str) -> ParsedFile:
         path = os.path.join(self.queue, name)
         if os.path.getsize(path) > READ_LIMIT:
-            raise SpoolRecordError("too large to be ours", foreign=True)
+            return ParsedFile([], set(), "too large to be ours", True)
         with open(path, "rb") as file:
-            data = file.read()
-        return Envelope.deserialize(_spool.decode_record(data))
+            return _spool.parse_file(file.read())
 
-    def _peek(self, name: str) -> Envelope | None:
-        """An evicted file's envelope, for counting what it held (None if unreadable)."""
+    def _envelopes(self, name: str) -> dict[int, Envelope]:
+        """A file's records as envelopes, for counting what an evicted file held."""
         try:
-            return self._load(name)
-        except (OSError, SpoolRecordError, EnvelopeError):
-            return None
+            parsed = self._parse(name)
+        except OSError:
+            return {}
+        found = {}
+        for index, _, body in parsed.records:
+            with contextlib.suppress(EnvelopeError):
+                found[index] = Envelope.deserialize(body)
+        return found
 
-    def _read(self, name: str, out: SpoolOutcome, claimed: bool = False) -> None:
-        try:
-            envelope = self._load(name)
-        except FileNotFoundError:
-            self.total -= self.mine.pop(name, 0)
-            out.missing.append(name)
-            return
-        except (SpoolRecordError, EnvelopeError) as exc:
-            self._set_aside(name, str(exc), out)
-            return
-        out.loaded.append((name, self.mine.get(name, 0), envelope, claimed))
+    def _read(self, idents: list[str], out: SpoolOutcome, claimed: bool = False) -> None:
+        by_file: dict[str, list[int]] = {}
+        for ident in idents:
+            name, index = _spool.split_id(ident)
+            by_file.setdefault(name, []).append(index)
+        for name, indices in by_file.items():
+            try:
+                parsed = self._parse(name)
+            except FileNotFoundError:
+                self._forget(name)
+                out.missing += [_spool.record_id(name, i) for i in indices]
+                continue
+            records = {index: (size, body) for index, size, body in parsed.records}
+            for index in indices:
+                ident = _spool.record_id(name, index)
+                if index not in records or index in parsed.done:
+                    out.set_aside.append((ident, parsed.damage or "no longer in its file"))
+                    self._done_with(name, index)
+                    continue
+                size, body = records[index]
+                try:
+                    envelope = Envelope.deserialize(body)
+                except EnvelopeError as exc:
+                    out.set_aside.append((ident, f"not an envelope: {exc}"))
+                    self._done_with(name, index)
+                    continue
+                out.loaded.append((ident, size, envelope, claimed))
 
-    def _set_aside(self, name: str, why: str, out: SpoolOutcome) -> None:
+    def _done_with(self, name: str, index: int) -> None:
+        """A record that cannot be sent (unreadable): when it was its file's last, the file
+        goes to set-aside/ for a look."""
+        state = self.files.get(name)
+        if state is None:
+            return
+        state.live.discard(index)
+        if not state.live:
+            self._forget(name)
+            self._move_aside(name)
+
+    def _forget(self, name: str) -> None:
+        state = self.files.pop(name, None)
+        if state is not None:
+            self.total -= state.size
+
+    def _move_aside(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.replace(os.path.join(self.queue, name), os.path.join(self.aside, name))
-        self.total -= self.mine.pop(name, 0)
-        out.set_aside.append((name, why))
         with contextlib.suppress(OSError):
             kept = sorted(os.listdir(self.aside))
             for old in kept[: max(0, len(kept) - _spool.SET_ASIDE_KEEP)]:
@@ -253,7 +352,7 @@ class SpoolDir:
 
     def _scan(self, out: SpoolOutcome) -> None:
         """Count the folder afresh; take the files of owners that are gone; set aside what
-        is not a spool file's name; clear dead owners' half-written files."""
+        is not a spool file; clear leftovers in tmp/."""
         total = 0
         dead: dict[str, int | None] = {}  # token -> its lock's fd while we hold it
         listing: list[tuple[str, int]] = []
@@ -265,28 +364,16 @@ class SpoolDir:
                     continue
         try:
             for name, size in sorted(listing):
-                parsed = _spool.parse_name(name)
-                if parsed is None:
-                    self._set_aside(name, "not a spool file", out)
+                parsed_name = _spool.parse_name(name)
+                if parsed_name is None:
+                    self._move_aside(name)
+                    out.set_aside.append((name, "not a spool file's name"))
                     continue
-                token = parsed[1]
-                if token == self.token:
-                    if name not in self.mine:  # ours, yet unknown: a stray of an earlier round
-                        self.mine[name] = size
-                    total += size
+                token = parsed_name[1]
+                if token == self.token or (token not in dead and self._alive(token, dead)):
+                    total += self.files[name].size if name in self.files else size
                     continue
-                if token not in dead and self._alive(token, dead):
-                    total += size
-                    continue
-                self.seq += 1
-                new = _spool.renamed(name, self.token, self.seq)
-                try:
-                    os.rename(os.path.join(self.queue, name), os.path.join(self.queue, new))
-                except FileNotFoundError:  # another process took it first
-                    continue
-                self.mine[new] = size
-                total += size
-                out.claimed.append((new, size))
+                total += self._take(name, out)
             self._clear_tmp()
         finally:
             for token, fd in dead.items():
@@ -296,6 +383,34 @@ class SpoolDir:
                     with contextlib.suppress(OSError):
                         os.close(fd)
         self.total = total
+
+    def _take(self, name: str, out: SpoolOutcome) -> int:
+        """A dead owner's file: ours now (renamed: one process only succeeds), its records
+        not done reported as claimed. Returns the bytes it keeps in the folder."""
+        self.seq += 1
+        new = _spool.renamed(name, self.token, self.seq)
+        try:
+            os.rename(os.path.join(self.queue, name), os.path.join(self.queue, new))
+            parsed = self._parse(new)
+        except FileNotFoundError:  # another process took it first
+            return 0
+        if parsed.foreign or not parsed.records:
+            self._move_aside(new)
+            out.set_aside.append((new, parsed.damage or "no records"))
+            return 0
+        if parsed.damage is not None:  # a torn last append: what came before stands
+            out.set_aside.append(
+                (new, f"damaged after record {len(parsed.records)}: {parsed.damage}")
+            )
+        live = parsed.live()
+        size = os.path.getsize(os.path.join(self.queue, new))
+        if not live:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.queue, new))
+            return 0
+        self.files[new] = _File(size, {index for index, _, _ in live})
+        out.claimed += [(_spool.record_id(new, index), taken) for index, taken, _ in live]
+        return size
 
     def _alive(self, token: str, dead: dict[str, int | None]) -> bool:
         """Whether the owner of ``token`` still lives; when not, its lock is ours (in
@@ -359,26 +474,35 @@ def survey(path: str) -> dict[str, Any]:
     items: dict[str, int] = {}
     owners: dict[str, int] = {}
     for name in sorted(os.listdir(queue)):
-        parsed = _spool.parse_name(name)
-        path_of = os.path.join(queue, name)
+        named = _spool.parse_name(name)
         try:
-            size = os.path.getsize(path_of)
-            with open(path_of, "rb") as file:
-                envelope = Envelope.deserialize(_spool.decode_record(file.read(READ_LIMIT)))
+            size = os.path.getsize(os.path.join(queue, name))
+            with open(os.path.join(queue, name), "rb") as file:
+                parsed = _spool.parse_file(file.read(READ_LIMIT))
         except FileNotFoundError:
             continue
-        except (OSError, SpoolRecordError, EnvelopeError):
+        except OSError:
             unreadable += 1
             continue
-        envelopes += 1
+        live = parsed.live()
+        if parsed.foreign or named is None:
+            unreadable += 1
+            continue
         total += size
-        if parsed is not None:
-            oldest = parsed[0] if oldest is None else min(oldest, parsed[0])
-            owners[parsed[1]] = owners.get(parsed[1], 0) + 1
-        for item in envelope.items:
-            items[item.type] = items.get(item.type, 0) + 1
+        if live:
+            oldest = named[0] if oldest is None else min(oldest, named[0])
+            owners[named[1]] = owners.get(named[1], 0) + len(live)
+        for _, _, body in live:
+            try:
+                envelope = Envelope.deserialize(body)
+            except EnvelopeError:
+                unreadable += 1
+                continue
+            envelopes += 1
+            for item in envelope.items:
+                items[item.type] = items.get(item.type, 0) + 1
     aside = os.path.join(folder, "set-aside")
-    live = {token: n for token, n in owners.items() if owner_alive(folder, token)}
+    live_owners = {token: n for token, n in owners.items() if owner_alive(folder, token)}
     return {
         "path": folder,
         "envelopes": envelopes,
@@ -387,7 +511,7 @@ def survey(path: str) -> dict[str, Any]:
         "items": dict(sorted(items.items())),
         "unreadable": unreadable,
         "set_aside": len(os.listdir(aside)) if os.path.isdir(aside) else 0,
-        "held_by_running_processes": sum(live.values()),
+        "held_by_running_processes": sum(live_owners.values()),
     }
 
 

@@ -134,6 +134,7 @@ class Pump(Workers):
         yield from self.settle(deadline, closing=True)
         if self.spool is not None:
             yield from self.spool.final(deadline)  # on disk: what waits; removed: what is done
+            yield (self.runtime.offload, self.spool.dir.close)  # (file I/O: off the loop)
         self.stop()
 
     def stop(self) -> None:
@@ -153,7 +154,7 @@ class Pump(Workers):
             wake.set()
         if self.spool is not None:
             self.spool.wake.set()  # its worker sees the engine stopped and ends
-            self.spool.dir.close()  # our files are anyone's now (the next process's)
+            self.spool.dir.close()  # our files are anyone's now (done already by close())
         _LIVE.discard(self)
 
     # -- fork and monkey-patching -------------------------------------------------------------

@@ -78,8 +78,7 @@ class SpoolDir:
             for folder in (self.path, *(os.path.join(self.path, f) for f in FOLDERS)):
                 os.makedirs(folder, mode=0o700, exist_ok=True)
             self._claim_for(project)
-            self._lock()
-            self._scan_totals()
+            self._lock()  # (the folder is counted by the first round's scan, off any loop)
         except OSError as exc:
             self.close()
             raise ConfigurationError(f"spool_dir {self.path!r} cannot be used: {exc}") from None
@@ -341,14 +340,6 @@ class SpoolDir:
                 os.unlink(os.path.join(self.aside, old))
 
     # -- scanning: totals, dead owners, strays ------------------------------------------------
-
-    def _scan_totals(self) -> None:
-        total = 0
-        with os.scandir(self.queue) as entries:
-            for entry in entries:
-                with contextlib.suppress(OSError):
-                    total += entry.stat().st_size
-        self.total = total
 
     def _scan(self, out: SpoolOutcome) -> None:
         """Count the folder afresh; take the files of owners that are gone; set aside what

@@ -136,6 +136,7 @@ class Eventlet:
     def _bind(self) -> None:
         self.home = _thread.get_ident()
         self._doorbell = _Doorbell(self.home)
+        self._spare_wakes: list[PipeWake] = []  # offload's, for the hub's thread
 
     def attach(self, pump: Any) -> None:
         """The pump this runtime serves (nothing to watch)."""
@@ -178,7 +179,9 @@ class Eventlet:
         on a caller's thread (off the hub already) right there."""
         if _thread.get_ident() != self.home:
             return fn(*args)
-        done = PipeWake(self.home)
+        spare = self._spare_wakes
+        done = spare.pop() if spare else PipeWake(self.home)  # (a pipe each costs 4 calls)
+        done.clear()
         result: list[Any] = []
         failed: list[BaseException] = []
 
@@ -196,6 +199,7 @@ class Eventlet:
             return fn(*args)
         while not done.wait(None):
             pass
+        spare.append(done)
         if failed:
             raise failed[0]
         return result[0]

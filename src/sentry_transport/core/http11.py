@@ -55,10 +55,12 @@ def _digits(text: str) -> bool:
 
 
 class ResponseParser:
-    """Parses one response. ``no_body`` for answers to HEAD/CONNECT."""
+    """Parses one response. ``no_body`` for answers to HEAD/CONNECT. ``data``: bytes already
+    received (past the previous response on the connection); ``rest()`` gives what is past
+    this one once it is done."""
 
-    def __init__(self, no_body: bool = False) -> None:
-        self._buffer = bytearray()
+    def __init__(self, no_body: bool = False, data: bytes = b"") -> None:
+        self._buffer = bytearray(data)
         self._no_body = no_body
         self._head: tuple[int, str, tuple[tuple[str, str], ...], bool] | None = None
         self._mode = ""  # "length" | "chunked" | "close"
@@ -84,6 +86,10 @@ class ResponseParser:
         elif self._mode == "close":
             self._take(len(self._buffer))
         return None
+
+    def rest(self) -> bytes:
+        """The bytes received past the response (the start of the next one, when pipelined)."""
+        return bytes(self._buffer) if self.done is not None else b""
 
     def eof(self) -> Response:
         """The connection closed: finish a close-delimited body, or fail."""

@@ -24,8 +24,9 @@ one request alone until it has seen a keep-alive answer, unless the transport al
 pipelined request answered. A server that does not pipeline is detected and the transport
 falls back to one request at a time (``Pipelining.refuse``): it closed after its first answer
 with requests outstanding, or a request written behind another got no answer in time or a
-malformed one. Requests left unanswered by a clean close after at least one answer (a
-``Connection: close`` answer, or the end of the stream) are written again on a new socket,
+malformed one. Requests left unanswered when the server ended the socket after at least one
+answer on it (a ``Connection: close`` answer, the end of the stream, a reset: a server that
+closes with requests unread resets the connection) are written again on a new socket,
 as the same attempt; after any other failure the request being answered gets the error and
 the rest are returned unanswered (the worker gives them back to the engine).
 """
@@ -217,13 +218,13 @@ class HttpConnection:
                 until = self._until(max(written[i], last), timeout, deadline)
                 try:
                     response: Response = yield from self._read(until, stale_check=True)
-                except StaleConnection:
+                except (StaleConnection, ConnectionResetError):
                     if not fresh:
                         raise
                     if self.answers == 1:
                         shared.refuse("the server closed the connection after one answer")
                     raise _Closed from None
-                except (TimeoutError, ProtocolError, ConnectionResetError) as exc:
+                except (TimeoutError, ProtocolError) as exc:
                     if behind[i]:
                         shared.refuse(f"a pipelined request got no good answer ({exc!r})")
                     raise

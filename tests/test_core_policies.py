@@ -285,6 +285,16 @@ def test_build_uncompressed() -> None:
     assert sent.items == envelope.items
 
 
+@pytest.mark.parametrize("encoding", [None, "gzip"])
+def test_heads_rendered_once_are_the_bytes_of_the_full_rendering(encoding: str | None) -> None:
+    dsn = Dsn.parse("https://pub:secret@o1.ingest.example:8443/pre/42")
+    heads = request.Heads(dsn, CLIENT)
+    req = request.build(sample_envelope(), dsn, NOW, encoding, threshold=0, heads=heads)
+    assert req.head == proxy.request_head(req, dsn, None)  # same bytes as rendering it all
+    assert req.head.endswith(b"Content-Length: %d\r\n\r\n" % len(req.body)) == (not encoding)
+    assert request.build(sample_envelope(), dsn, NOW, None).head == b""  # without Heads
+
+
 def test_build_compressed_only_above_threshold() -> None:
     dsn = Dsn.parse("https://pub@h/1")
     envelope = sample_envelope()

@@ -272,6 +272,8 @@ class HttpConnection:
             yield (send, b"".join(pending), until)
 
     def _head(self, request: Request) -> bytes:
+        if request.head and (self.proxy is None or self.dsn.scheme == "https"):
+            return request.head  # origin-form, rendered by the encoder
         return _proxy.request_head(request, self.dsn, self.proxy)
 
     def _exchange(self, request: Request, deadline: float) -> Io:

@@ -89,10 +89,12 @@ def test_several_go_out_in_one_write_and_answers_are_read_in_order_from_one_read
     assert conn.open and conn.pipelining.depth == 4
 
 
-def test_the_window_slides_one_request_per_answer() -> None:
-    server = Server([OK, OK, OK, OK, OK, OK])
-    assert send_all(connection(server, depth=4), 6) == [200] * 6
-    assert server.log == ["connect", "send 4", "recv", "send 1", "recv", "send 1"] + ["recv"] * 4
+def test_the_window_is_topped_up_once_half_of_it_is_answered() -> None:
+    server = Server([OK] * 7)
+    assert send_all(connection(server, depth=4), 7) == [200] * 7
+    assert server.log == [
+        "connect", "send 4", "recv", "recv", "send 2", "recv", "recv", "send 1", *["recv"] * 3
+    ]  # fmt: skip
 
 
 def test_a_new_socket_sends_one_alone_until_a_keep_alive_answer_unless_proven() -> None:

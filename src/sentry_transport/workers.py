@@ -42,7 +42,6 @@ from .core.engine import (
     should_grow,
 )
 from .core.envelope import Envelope
-from .core.http11 import Response
 from .core.request import Request
 
 INBOX_UNMEASURED = 64  # envelopes held before they are measured, at the most
@@ -360,7 +359,7 @@ class Workers:
             goes_on,
         )
         for attempt, (result, seconds) in zip(sending, outcomes, strict=False):
-            if isinstance(result, Response):
+            if seconds > 0.0:  # a request that went out alone: the server's own time
                 self._sample(seconds)
             results.append((attempt, result))
         if self.pipelining.refused != refused:

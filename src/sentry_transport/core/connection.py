@@ -39,12 +39,14 @@ from typing import Any
 from . import proxy as _proxy
 from .dsn import Dsn
 from .errors import ProtocolError
-from .http11 import Response, ResponseParser, StaleConnection
+from .http11 import Response, ResponseParser, StaleConnection, quick_response
 from .request import Request
 
 Op = tuple[Any, ...]  # (callable, *args)
 Io = Generator[Op, Any, Any]
-Outcome = tuple[Response | BaseException, float]  # a result, and seconds from write to answer
+# A result, and the seconds from its write to its answer when it went out with nothing ahead
+# of it on the socket (0.0 otherwise: its time includes the answers before it).
+Outcome = tuple[Response | BaseException, float]
 
 _SMALL_BODY = 16 * 1024  # smaller bodies go out in the same write as the head
 PIPELINE_DEPTH = 16  # requests in flight on one connection, at the most (the default)
@@ -184,9 +186,10 @@ class HttpConnection:
             last = clock()
             while True:
                 done, sent = len(outcomes), start + len(written)
-                if writing and sent < len(requests):
-                    window = shared.depth if (self.answers or shared.proven) else 1
-                    flying = sent - done
+                window = shared.depth if (self.answers or shared.proven) else 1
+                flying = sent - done
+                # Top up once half the window is answered: fewer, larger writes.
+                if writing and sent < len(requests) and flying <= window // 2:
                     size = sum(len(requests[i].body) for i in range(done, sent))
                     end = sent
                     while end < len(requests) and end - done < window:
@@ -233,7 +236,7 @@ class HttpConnection:
                 self.answers += 1
                 if behind[i]:
                     shared.proven = True
-                outcomes.append((response, last - written[i]))
+                outcomes.append((response, 0.0 if behind[i] else last - written[i]))
                 self.since = written[i + 1] if i + 1 < len(written) else 0.0
                 if writing and not proceed(response):
                     writing = False
@@ -322,18 +325,25 @@ class HttpConnection:
 
     def _read(self, deadline: float, no_body: bool = False, stale_check: bool = False) -> Io:
         """Read one answer, starting with the bytes kept from the last one."""
-        parser = ResponseParser(no_body=no_body, data=self._rest)
-        first = not self._rest
-        self._rest = b""
-        response = None if first else parser.feed(b"")
         recv = self.stream.recv
-        while response is None:
+        data, self._rest = self._rest, b""
+        if not data:
             data = yield (recv, deadline)
             if not data:
-                if first and stale_check:
+                if stale_check:
                     raise StaleConnection("the server closed the connection before answering")
+                return ResponseParser(no_body=no_body).eof()  # raises: nothing at all
+        if not no_body:
+            quick = quick_response(data)  # the usual: a whole small answer in what we have
+            if quick is not None:
+                response, self._rest = quick
+                return response
+        parser = ResponseParser(no_body=no_body)
+        answer = parser.feed(data)
+        while answer is None:
+            data = yield (recv, deadline)
+            if not data:
                 return parser.eof()
-            first = False
-            response = parser.feed(data)
+            answer = parser.feed(data)
         self._rest = parser.rest()
-        return response
+        return answer

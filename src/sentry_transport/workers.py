@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from . import delivery
 from .core import proxy as _proxy
 from .core.actions import SLOW_ROUND_TRIP
-from .core.connection import HttpConnection, Pipelining
+from .core.connection import PIPELINE_BYTES, HttpConnection, Pipelining
 from .core.dsn import Dsn
 from .core.engine import (
     MAX_BATCH,
@@ -278,10 +278,15 @@ class Workers:
             conn.stream.close_now()
 
     def _batch(self) -> int:
-        """Jobs to take this round: a share of the backlog. While round trips are slow or not
-        yet measured (the server's latency limits), the share fills one pipeline (one job
-        without pipelining) and the rest is spread over the workers."""
-        share = self.engine.ready // max(1, self.workers)
+        """Jobs to take this round: a share of the backlog, of about PIPELINE_BYTES at most
+        (large envelopes: a few at a time, so that encoding them comes in small steps). While
+        round trips are slow or not yet measured (the server's latency limits), the share
+        fills one pipeline (one job without pipelining) and the rest is spread over the
+        workers."""
+        engine = self.engine
+        share = engine.ready // max(1, self.workers)
+        size = engine.queued_bytes // max(1, engine.queued)  # an average job's
+        share = min(share, PIPELINE_BYTES // max(1, size))
         if not 0.0 < self.round_trip <= SLOW_ROUND_TRIP:
             return max(1, min(self.pipelining.depth, share))
         return max(1, min(MAX_BATCH, share))

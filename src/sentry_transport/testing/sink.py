@@ -11,8 +11,8 @@ method and ``sentry_key``), a hang, or a close. A body that decodes to more than
 ``max_decompressed`` bytes is refused with 413 where a 2xx answer was due.
 
 Pipelined requests (several sent before the first answer) are read while earlier ones wait
-out their latency: each answer is due ``latency`` (+ its delay) after its own request
-arrived, and answers go out in request order, each behaviour after the one before it.
+out their latency: each answer is due ``latency`` (+ its delay) after its own request was
+read, and answers go out in request order, each behaviour after the one before it.
 ``answers_per_connection`` (0: no limit) closes a connection after that many answers,
 without saying so in the last one (a server that does not pipeline may drop the rest).
 """
@@ -230,9 +230,10 @@ class Sink(_Recorder):
         slot = self._add(
             head, body, result.decoded, result.envelope, result.error, behaviour, number, arrived
         )
+        read = time.monotonic()  # the answer is due ``latency`` after this, as when not pipelined
         answer = asyncio.ensure_future(
             self._carry_out(
-                previous, reader, writer, slot, head, behaviour, result, arrived, ends_after
+                previous, reader, writer, slot, head, behaviour, result, read, ends_after
             )
         )
         ends = isinstance(behaviour, (Hang, Close)) or ends_after or _closes(head, behaviour)
@@ -247,7 +248,7 @@ class Sink(_Recorder):
         head: _Head,
         behaviour: Behaviour,
         result: Decoded,
-        arrived: float,
+        read: float,
         ends_after: bool,
     ) -> bool:
         """The behaviour, once the answers before it are out: whether the connection goes on."""
@@ -265,7 +266,7 @@ class Sink(_Recorder):
             self._finish(slot, None)
             return False
         assert isinstance(behaviour, Respond)
-        going = await self._respond(reader, writer, slot, head, behaviour, result, arrived)
+        going = await self._respond(reader, writer, slot, head, behaviour, result, read)
         if going and ends_after:
             await _lingering_close(reader, writer)  # requests behind it: unread, no reset
             return False
@@ -293,7 +294,7 @@ class Sink(_Recorder):
         head: _Head,
         behaviour: Respond,
         result: Decoded,
-        arrived: float,
+        read: float,
     ) -> bool:
         envelope, error = result.envelope, result.error
         status = behaviour.status
@@ -326,7 +327,7 @@ class Sink(_Recorder):
         close = not head.keep_alive or any(
             name.lower() == "connection" and "close" in value.lower() for name, value in headers
         )
-        wait = arrived + self.latency + delay - time.monotonic()  # from its own arrival
+        wait = read + self.latency + delay - time.monotonic()  # from its own reading
         if wait > 0:
             await asyncio.sleep(wait)
         if reader.at_eof() or writer.transport.is_closing():

@@ -148,7 +148,7 @@ class Sink(_Recorder):
                 if step is None:
                     break
                 previous, more = step
-                waiting.append(previous)
+                waiting = [answer for answer in waiting if not answer.done()] + [previous]
                 if len(waiting) > 1:
                     with self._cond:
                         self._most_in_flight = max(self._most_in_flight, len(waiting))

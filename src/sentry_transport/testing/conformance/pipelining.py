@@ -8,7 +8,7 @@ import pytest
 
 from .._record import Hang, Respond
 from ..sink import Sink
-from ._base import Make, check_accounting, event, sink_events
+from ._base import Make, Traits, check_accounting, event, sink_events
 
 pytestmark = pytest.mark.network
 
@@ -20,6 +20,24 @@ def _burst(transport: object, tag: str) -> list[str]:
     for name in sent:
         transport.capture_envelope(event(name))  # type: ignore[attr-defined]
     return sent
+
+
+def test_a_slow_server_gets_many_requests_in_flight_on_a_few_connections(
+    make: Make, sink: Sink, traits: Traits
+) -> None:
+    sink.default = Respond(200, delay=0.05)
+    transport = make(sink.dsn)
+    sent = [f"slow{i}" for i in range(40)]
+    for name in sent:
+        transport.capture_envelope(event(name))
+    assert transport.flush(10)
+    stats = check_accounting(transport, sink)
+    assert sorted(sink_events(sink)) == sorted(sent) and stats["lost"] == {}
+    if traits.pipelines and not traits.blocking:
+        assert sink.most_in_flight >= 8, sink.most_in_flight  # pipelined
+        assert sink.connections <= 4, sink.connections
+    else:
+        assert sink.most_in_flight <= 1  # one request at a time per connection
 
 
 @pytest.mark.parametrize("answers", [1, 3])

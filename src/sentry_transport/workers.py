@@ -324,7 +324,7 @@ class Workers:
         yield (self.runtime.encode, self.engine.encode, attempts, wall())
         results: list[tuple[Attempt, Result]] = []
         try:
-            if isinstance(conn, HttpConnection):
+            if isinstance(conn, HttpConnection) and len(attempts) > 1:
                 yield from self._pipelined(conn, attempts, deadline, results)
             else:
                 yield from self._one_by_one(conn, attempts, deadline, results)
@@ -381,7 +381,7 @@ class Workers:
         deadline: float,
         results: list[tuple[Attempt, Result]],
     ) -> Steps:
-        """One request at a time (a runtime's own HTTP client)."""
+        """One request at a time (a runtime's own HTTP client; a batch of one)."""
         for attempt in attempts:
             request = attempt.request
             if request is None:

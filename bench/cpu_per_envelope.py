@@ -10,7 +10,7 @@ delivered. The gevent and eventlet children monkey-patch before anything else is
 See bench/README.md for the columns and the targets checked at the bottom.
 
     .venv/bin/python bench/cpu_per_envelope.py [--repeats 3] [--scale 1.0] [--baseline DIR]
-        [--peers threaded,gevent,...] [--scenarios small,slow,100kb]
+        [--peers threaded,gevent,...] [--scenarios small,slow,100kb,100ms]
         [--variants installed,plain,fast,zstd] [--spool]
 
 --spool adds a row per peer with the disk spool on (``spool_dir`` a fresh temporary folder
@@ -766,7 +766,7 @@ def print_spool_targets(results: dict[Scenario, dict[Peer, Summary]]) -> int:
     return failed
 
 
-SCENARIO_KEYS = ("small", "slow", "100kb")
+SCENARIO_KEYS = ("small", "slow", "100kb", "100ms")
 DEFAULT_SCENARIOS = ("small", "slow", "100kb")
 ALIASES = {"sentry_sdk": "sdk", "20ms": "slow", "large": "100kb"}
 
@@ -804,12 +804,15 @@ def parent(args: argparse.Namespace) -> int:
     if base:
         peers += [Peer(f"{k} (base)", k, base, "base") for k in kinds if k in BASELINE_KINDS]
     blocking = {k: n(300) for k in ("sdk", *BLOCKING)}
+    blocking_100 = {k: n(100) for k in ("sdk", *BLOCKING)}
     everything = [
         Scenario("small", "small ~1 KB", "small", 0.0, n(3000)),
         # the blocking peers send one request per capture, back to back: at 20 ms each,
         # 1,000 would take over 20 s per run, so they get sentry_sdk's count
         Scenario("slow", "small, sink +20 ms", "small", 0.02, n(1000), blocking),
         Scenario("100kb", "100 KB", "large", 0.0, n(300)),
+        # not by default: 100 ms a request makes sentry_sdk (one at a time) take 10 s a run
+        Scenario("100ms", "small, sink +100 ms", "small", 0.1, n(1000), {**blocking_100}),
     ]
     scenarios = [s for s in everything if s.key in keys]
 

@@ -208,6 +208,7 @@ QUERY_VALUES: dict[str, tuple[str, object]] = {
     "queue_size": ("5", 5),
     "queue_bytes": ("1000", 1000),
     "max_connections": ("2", 2),
+    "pipeline_depth": ("1", 1),
     "shutdown_timeout": ("0", 0.0),
     "retry_attempts": ("0", 0),
     "retry_deadline": ("12.5", 12.5),

@@ -341,6 +341,16 @@ def test_build_uncompressed() -> None:
     assert sent.items == envelope.items
 
 
+@pytest.mark.parametrize("encoding", [None, "gzip"])
+def test_heads_rendered_once_are_the_bytes_of_the_full_rendering(encoding: str | None) -> None:
+    dsn = Dsn.parse("https://pub:secret@o1.ingest.example:8443/pre/42")
+    heads = request.Heads(dsn, CLIENT)
+    req = request.build(sample_envelope(), dsn, NOW, encoding, threshold=0, heads=heads)
+    assert req.head == proxy.request_head(req, dsn, None)  # same bytes as rendering it all
+    assert req.head.endswith(b"Content-Length: %d\r\n\r\n" % len(req.body)) == (not encoding)
+    assert request.build(sample_envelope(), dsn, NOW, None).head == b""  # without Heads
+
+
 def test_build_compressed_only_above_threshold() -> None:
     dsn = Dsn.parse("https://pub@h/1")
     envelope = sample_envelope()
@@ -543,7 +553,46 @@ def both_ways(data: bytes) -> http11.Response:
     bytewise = feed_bytewise(data)
     assert whole is not None and bytewise is not None
     assert whole == bytewise
+    quick = http11.quick_response(data)  # the fast read, where it applies, gives the same
+    assert quick is None or quick == (whole, b"")
     return whole
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.0 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 204\r\n\r\n",
+        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\nContent-Length: 1\r\n\r\nx",
+    ],
+)
+def test_the_quick_read_of_a_whole_answer_is_the_parser_s_and_keeps_what_follows(
+    data: bytes,
+) -> None:
+    parser = http11.ResponseParser()
+    whole = parser.feed(data + b"HTTP/1.1 200")
+    assert http11.quick_response(data + b"HTTP/1.1 200") == (whole, b"HTTP/1.1 200")
+    assert parser.rest() == b"HTTP/1.1 200"
+    assert http11.quick_response(data[:-1]) is None  # not all there yet: the parser waits
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+        b"HTTP/1.1 200 OK\r\n\r\nclose-delimited",
+        b"HTTP/1.2 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 20x OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n bad: header\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+def test_the_quick_read_leaves_anything_unusual_to_the_parser(data: bytes) -> None:
+    assert http11.quick_response(data) is None
 
 
 def test_content_length() -> None:

@@ -260,6 +260,36 @@ def test_pipelined_requests_are_answered_in_order(sink: Sink) -> None:
     assert sink.envelopes == [first, second]
 
 
+def test_pipelined_requests_wait_out_their_latency_together_in_order() -> None:
+    with Sink(latency=0.3) as sink:
+        sink.script(Respond(201), Respond(202, delay=0.1), Respond(203))
+        with Raw(sink.port) as sock:
+            sock.sendall(
+                b"".join(raw_request(sink, make_envelope(str(i)).serialize()) for i in (1, 2, 3))
+            )
+            heads = [sock.response()[0].split(b"\r\n")[0] for _ in range(3)]
+        assert heads == [
+            b"HTTP/1.1 201 Created",
+            b"HTTP/1.1 202 Accepted",
+            b"HTTP/1.1 203 Non-Authoritative Information",
+        ]
+        assert sink.most_in_flight == 3  # all three read before the first was answered
+        answered = [request.time for request in sink.requests]
+        assert max(answered) - min(answered) < 0.25  # read as they came, not after each answer
+
+
+def test_answers_per_connection_closes_after_that_many_without_saying_so(sink: Sink) -> None:
+    sink.answers_per_connection = 2
+    with Raw(sink.port) as sock:
+        sock.sendall(
+            b"".join(raw_request(sink, make_envelope(str(i)).serialize()) for i in (1, 2, 3))
+        )
+        heads = [sock.response()[0] for _ in range(2)]
+        assert not sock.sock.recv(65536)  # then the end of the stream
+    assert all(b"connection: close" not in head.lower() for head in heads)
+    assert [request.status for request in sink.requests] == [200, 200]  # the third never read
+
+
 def test_connection_close_is_honoured(sink: Sink) -> None:
     with Raw(sink.port) as sock:
         sock.sendall(raw_request(sink, make_envelope().serialize(), "Connection: close\r\n"))

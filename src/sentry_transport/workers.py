@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from . import delivery
 from .core import proxy as _proxy
 from .core.actions import SLOW_ROUND_TRIP
-from .core.connection import HttpConnection
+from .core.connection import PIPELINE_BYTES, HttpConnection, Pipelining
 from .core.dsn import Dsn
 from .core.engine import (
     MAX_BATCH,
@@ -48,6 +48,7 @@ from .io.spool_files import SpoolDir
 from .spooler import SpoolWorker
 
 INBOX_UNMEASURED = 64  # envelopes held before they are measured, at the most
+PIPELINED_IN_FLIGHT = 64  # while pipelining, connections grow to carry this many requests
 RTT_WINDOW = 32  # round trips per window of the fastest-round-trip estimate
 HANGING = 0.05  # a request in flight this long says the server is slow before it answers
 Steps = Generator[tuple[Any, ...], Any, Any]
@@ -77,6 +78,10 @@ class Workers:
         self.runtime = runtime
         self.engine = Engine(dsn)
         self.proxy = _proxy.select(dsn, os.environ)
+        # What the server does with pipelined requests, learned once for the transport (a
+        # runtime with an HTTP client of its own sends one request at a time per connection).
+        own = getattr(runtime, "connection", None) is not None
+        self.pipelining = Pipelining(1 if own else self.options.pipeline_depth)
         self.generation = 0  # bumped by a fork or a rebuild: older workers stop, report nothing
         self.spool: SpoolWorker | None = None
         runtime.attach(self)
@@ -165,8 +170,15 @@ class Workers:
             self.engine.ready + len(self.inbox),
             self._slowest(),
             self.cpu_busy,
-            self.options.max_connections,
+            self._most_connections(),
         )
+
+    def _most_connections(self) -> int:
+        """``max_connections``; fewer while pipelining: enough for PIPELINED_IN_FLIGHT."""
+        depth = self.pipelining.depth
+        if depth == 1:
+            return self.options.max_connections
+        return min(self.options.max_connections, max(2, -(-PIPELINED_IN_FLIGHT // depth)))
 
     def _grow(self) -> None:
         with self.lock:
@@ -234,6 +246,8 @@ class Workers:
             proxy=self.proxy,
             tls=self.tls,
             proxy_tls=self.proxy_tls,
+            pipelining=self.pipelining,
+            clock=monotonic,
         )
 
     def _work(self) -> Steps:
@@ -288,11 +302,18 @@ class Workers:
             conn.stream.close_now()
 
     def _batch(self) -> int:
-        """Jobs to take this round: one while round trips are slow or not yet measured (the
-        server's latency limits: spread the backlog over workers), else a share of it."""
+        """Jobs to take this round: a share of the backlog, of about PIPELINE_BYTES at most
+        (large envelopes: a few at a time, so that encoding them comes in small steps). While
+        round trips are slow or not yet measured (the server's latency limits), the share
+        fills one pipeline (one job without pipelining) and the rest is spread over the
+        workers."""
+        engine = self.engine
+        share = engine.ready // max(1, self.workers)
+        size = engine.queued_bytes // max(1, engine.queued)  # an average job's
+        share = min(share, PIPELINE_BYTES // max(1, size))
         if not 0.0 < self.round_trip <= SLOW_ROUND_TRIP:
-            return 1
-        return max(1, min(MAX_BATCH, self.engine.ready // max(1, self.workers)))
+            return max(1, min(self.pipelining.depth, share))
+        return max(1, min(MAX_BATCH, share))
 
     def _drain(self) -> Steps:
         """Move the inbox into the engine; sizes are measured outside the lock."""
@@ -317,7 +338,7 @@ class Workers:
                     self.engine.submit(envelope, now, sizes[i] if sizes else None)
 
     def _send(self, conn: Connection, attempts: list[Attempt], deadline: float = 0.0) -> Steps:
-        """Encode, send one after another on ``conn``, report every result in one round.
+        """Encode, send on ``conn`` (pipelined when it can), report every result in one round.
 
         After a failure the rest go back to the engine (REQUEUE), which decides them afresh:
         a 429's limits apply to them, a network error's backoff to the one that failed.
@@ -327,35 +348,84 @@ class Workers:
         yield (self.runtime.encode, self.engine.encode, attempts, wall())
         results: list[tuple[Attempt, Result]] = []
         try:
-            for attempt in attempts:
-                request = attempt.request
-                if request is None:
-                    results.append((attempt, None))
-                    continue
-                if attempt.over:
-                    break
-                conn.since = begun = monotonic()
-                limit = begun + self.options.timeout
-                result: Result
-                try:
-                    result = yield from conn.exchange(request, min(limit, deadline or limit))
-                    self._sample(monotonic() - begun)
-                except Exception as exc:  # the engine tells a network error from a bug
-                    result = exc
-                finally:
-                    conn.since = 0.0
-                results.append((attempt, result))
-                if not goes_on(result):
-                    break
+            if isinstance(conn, HttpConnection) and len(attempts) > 1:
+                yield from self._pipelined(conn, attempts, deadline, results)
+            else:
+                yield from self._one_by_one(conn, attempts, deadline, results)
         finally:
             # Unreported attempts go back: the rest of a batch after a failure, and all of them
             # when the worker is cancelled (asyncio.run cancels every task at the loop's end)
             # or killed. One cancelled mid-exchange may have reached the server already: it is
             # sent again (Sentry drops a duplicate event id); never counted twice here.
-            results += [(attempt, REQUEUE) for attempt in attempts[len(results) :]]
+            if len(results) < len(attempts):
+                reported = {id(attempt) for attempt, _ in results}
+                results += [(a, REQUEUE) for a in attempts if id(a) not in reported]
             self.cpu_busy = (time.process_time() - cpu) / max(monotonic() - started, 1e-6)
             if generation == self.generation:
                 self._report(results)
+
+    def _pipelined(
+        self,
+        conn: HttpConnection,
+        attempts: list[Attempt],
+        deadline: float,
+        results: list[tuple[Attempt, Result]],
+    ) -> Steps:
+        """Several requests in flight on ``conn``; those it leaves unanswered go back."""
+        sending = []
+        for attempt in attempts:
+            if attempt.request is None:
+                results.append((attempt, None))
+            elif not attempt.over:
+                sending.append(attempt)
+        if not sending:
+            return
+        refused = self.pipelining.refused
+        outcomes = yield from conn.pipeline(
+            [attempt.request for attempt in sending],  # type: ignore[misc]
+            self.options.timeout,
+            deadline,
+            goes_on,
+        )
+        for attempt, (result, seconds) in zip(sending, outcomes, strict=False):
+            if seconds > 0.0:  # a request that went out alone: the server's own time
+                self._sample(seconds)
+            results.append((attempt, result))
+        if self.pipelining.refused != refused:
+            delivery.log.info(
+                "sentry_transport: one request at a time to %s from now on: %s",
+                self.dsn.envelope_url,
+                self.pipelining.refused,
+            )
+
+    def _one_by_one(
+        self,
+        conn: Connection,
+        attempts: list[Attempt],
+        deadline: float,
+        results: list[tuple[Attempt, Result]],
+    ) -> Steps:
+        """One request at a time (a runtime's own HTTP client; a batch of one)."""
+        for attempt in attempts:
+            request = attempt.request
+            if request is None:
+                results.append((attempt, None))
+                continue
+            if attempt.over:
+                break
+            conn.since = begun = monotonic()
+            limit = begun + self.options.timeout
+            result: Result
+            try:
+                result = yield from conn.exchange(request, min(limit, deadline or limit))
+                self._sample(monotonic() - begun)
+            except Exception as exc:  # the engine tells a network error from a bug
+                result = exc
+            finally:
+                conn.since = 0.0
+            results.append((attempt, result))
+            if not goes_on(result):
+                break
 
     def _report(self, results: list[tuple[Attempt, Result]]) -> None:
         with self.lock:

@@ -1,11 +1,12 @@
 """One HTTP/1.1 client connection, written once for every runtime.
 
-The connection does no I/O itself: ``exchange(request, deadline)`` is a generator that yields
-each I/O call it needs as a tuple ``(stream.method, *args)`` and is sent back the result (or
-has the exception thrown in). A runner executes the calls: directly for blocking streams
-(threads, gevent, eventlet), with ``await`` for asyncio streams, with callbacks for twisted.
-So connecting, TLS, the proxy tunnel, the stale keep-alive resend and the response read exist
-once, and a runtime only supplies a stream:
+The connection does no I/O itself: ``exchange(request, deadline)`` and ``pipeline(...)`` are
+generators that yield each I/O call they need as a tuple ``(stream.method, *args)`` and are
+sent back the result (or have the exception thrown in). A runner executes the calls:
+directly for blocking streams (threads, gevent, eventlet), with ``await`` for asyncio
+streams, with callbacks for twisted. So connecting, TLS, the proxy tunnel, the stale
+keep-alive resend, pipelining and the response read exist once, and a runtime only supplies
+a stream:
 
     connect(host, port, tls, server_hostname, deadline)   tls: an SSL context, or None
     start_tls(tls, server_hostname, deadline)              upgrade (after a CONNECT tunnel)
@@ -13,29 +14,69 @@ once, and a runtime only supplies a stream:
     recv(deadline) -> bytes                                b"" at end of stream
     close()                                                drop the socket (never raises)
 
-Deadlines are absolute times of the stream's own clock; a stream raises TimeoutError past
-one. The resend after a stale keep-alive socket keeps the first try's deadline, so a flush
-or close deadline holds through it.
+Deadlines are absolute times of the stream's own clock (``clock``, handed in); a stream
+raises TimeoutError past one. The resend after a stale keep-alive socket keeps the first
+try's deadline, so a flush or close deadline holds through it.
 
-A later version can write several requests before reading their answers in order
-(pipelining): the generator shape, not the streams, is what would change.
+Pipelining (``pipeline``): up to ``Pipelining.depth`` requests are written before their
+answers are read, in order; bytes read past one answer are kept for the next. A socket sends
+one request alone until it has seen a keep-alive answer, unless the transport already saw a
+pipelined request answered. A server that does not pipeline is detected and the transport
+falls back to one request at a time (``Pipelining.refuse``): it closed after its first answer
+with requests outstanding, or a request written behind another got no answer in time or a
+malformed one. Requests left unanswered when the server ended the socket after at least one
+answer on it (a ``Connection: close`` answer, the end of the stream, a reset: a server that
+closes with requests unread resets the connection) are written again on a new socket,
+as the same attempt; after any other failure the request being answered gets the error and
+the rest are returned unanswered (the worker gives them back to the engine).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from . import proxy as _proxy
 from .dsn import Dsn
-from .http11 import Response, ResponseParser, StaleConnection
+from .errors import ProtocolError
+from .http11 import Response, ResponseParser, StaleConnection, quick_response
 from .request import Request
 
 Op = tuple[Any, ...]  # (callable, *args)
 Io = Generator[Op, Any, Any]
+# A result, and the seconds from its write to its answer when it went out with nothing ahead
+# of it on the socket (0.0 otherwise: its time includes the answers before it).
+Outcome = tuple[Response | BaseException, float]
 
 _SMALL_BODY = 16 * 1024  # smaller bodies go out in the same write as the head
+PIPELINE_DEPTH = 16  # requests in flight on one connection, at the most (the default)
+PIPELINE_BYTES = 256 * 1024  # body bytes in flight on one connection beyond its first request
 RESEND_ERRORS = (ConnectionResetError, BrokenPipeError, StaleConnection)
+
+
+class Pipelining:
+    """What a transport has learned about pipelining to its server; its connections share it.
+
+    ``depth``: requests one connection may have in flight (1: one at a time). ``proven``: a
+    request written behind another was answered, so a new socket need not wait for a first
+    keep-alive answer. ``refused``: why pipelining was turned off, or None.
+    """
+
+    __slots__ = ("depth", "proven", "refused")
+
+    def __init__(self, depth: int = 1) -> None:
+        self.depth = max(1, depth)
+        self.proven = False
+        self.refused: str | None = None
+
+    def refuse(self, why: str) -> None:
+        if self.depth > 1:
+            self.depth = 1
+            self.refused = why
+
+
+class _Closed(Exception):
+    """The server ended the socket cleanly after answering: the rest go on a new one."""
 
 
 class HttpConnection:
@@ -49,6 +90,8 @@ class HttpConnection:
         proxy: _proxy.Proxy | None = None,
         tls: Any = None,
         proxy_tls: Any = None,
+        pipelining: Pipelining | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.dsn = dsn
         self.stream = stream
@@ -57,7 +100,11 @@ class HttpConnection:
         self.proxy_tls = proxy_tls  # for an https:// proxy
         self.open = False
         self.aborted = False  # set by abort(): no resend, no new socket
-        self.since = 0.0  # when the request in progress began (the driver's clock), or 0
+        self.since = 0.0  # when the oldest request in progress began (the driver's clock), or 0
+        self.pipelining = pipelining or Pipelining()
+        self.clock = clock
+        self.answers = 0  # answers read on this socket
+        self._rest = b""  # bytes read past the last answer
 
     def exchange(self, request: Request, deadline: float) -> Io:
         """Send one request and read its answer: ``response = yield from conn.exchange(...)``."""
@@ -70,11 +117,167 @@ class HttpConnection:
             # The server closed an idle keep-alive socket: once more on a new one.
             return (yield from self._exchange(request, deadline))
 
+    def pipeline(
+        self,
+        requests: Sequence[Request],
+        timeout: float,
+        deadline: float,
+        proceed: Callable[[Response], bool],
+    ) -> Io:
+        """Send ``requests`` in order, several in flight, reading the answers in order:
+        ``outcomes = yield from conn.pipeline(...)``, one ``(result, seconds)`` per request
+        decided, in order. A result is the ``Response``, or the error its exchange ended with
+        (the last one then); requests past the outcomes got no answer. Once ``proceed``
+        refuses an answer, nothing more is written, but what is in flight is still read.
+        ``timeout`` bounds connecting and each wait for an answer; ``deadline`` (0: none)
+        bounds everything, the stale resend included."""
+        outcomes: list[Outcome] = []
+        resend = self.open  # the stale keep-alive resend: for the first request, once
+        first = self._until(self.clock() if self.clock else 0.0, timeout, deadline)
+        while len(outcomes) < len(requests):
+            try:
+                yield from self._pipe(requests, outcomes, timeout, deadline, proceed)
+                break
+            except _Closed:  # answered, then closed: the rest on a new socket
+                resend = False
+            except Exception as exc:
+                if resend and not outcomes and isinstance(exc, RESEND_ERRORS):
+                    resend = False
+                    if not self.aborted:  # an idle keep-alive socket the server had closed:
+                        deadline = first  # again on a new one, within the first deadline
+                        continue
+                outcomes.append((exc, 0.0))
+                break
+        self.since = 0.0
+        return outcomes
+
     def abort(self) -> None:
         """From any thread: break what is in progress; this connection sends nothing more."""
         self.aborted = True
         self.open = False
         self.stream.abort()
+
+    def _until(self, start: float, timeout: float, deadline: float) -> float:
+        end = start + timeout
+        return min(end, deadline) if deadline else end
+
+    def _pipe(
+        self,
+        requests: Sequence[Request],
+        outcomes: list[Outcome],
+        timeout: float,
+        deadline: float,
+        proceed: Callable[[Response], bool],
+    ) -> Io:
+        """One socket's part of a pipeline: write while the window allows, read in order."""
+        clock = self.clock
+        assert clock is not None, "pipelining needs the connection's clock"
+        stream, shared = self.stream, self.pipelining
+        start = len(outcomes)
+        written: list[float] = []  # when requests[start + k] went out
+        behind: list[bool] = []  # whether it went out behind another one in flight
+        writing = True
+        fresh = 0  # answers read on this socket in this call
+        try:
+            if self.aborted:
+                raise ConnectionAbortedError("the transport is closed")
+            if not self.open:
+                yield from self._connect(self._until(clock(), timeout, deadline))
+            last = clock()
+            while True:
+                done, sent = len(outcomes), start + len(written)
+                window = shared.depth if (self.answers or shared.proven) else 1
+                flying = sent - done
+                # Top up once half the window is answered: fewer, larger writes.
+                if writing and sent < len(requests) and flying <= window // 2:
+                    size = sum(len(requests[i].body) for i in range(done, sent))
+                    end = sent
+                    while end < len(requests) and end - done < window:
+                        size += len(requests[end].body)
+                        if end > done and size > PIPELINE_BYTES:
+                            break
+                        end += 1
+                    if end > sent:
+                        try:
+                            yield from self._write(requests[sent:end], clock(), timeout, deadline)
+                        except (BrokenPipeError, ConnectionResetError):
+                            if not flying:
+                                raise
+                            writing = False  # read what is in flight; the rest go back
+                        else:
+                            now = clock()
+                            for k in range(end - sent):
+                                written.append(now)
+                                behind.append(flying + k > 0)
+                            if not flying:
+                                self.since = now
+                            sent = end
+                if done == sent:
+                    if self._rest:  # bytes nobody asked for: this socket is not to be trusted
+                        self.open = False
+                        yield (stream.close,)
+                    return
+                i = done - start
+                until = self._until(max(written[i], last), timeout, deadline)
+                try:
+                    response: Response = yield from self._read(until, stale_check=True)
+                except (StaleConnection, ConnectionResetError):
+                    if not fresh:
+                        raise
+                    if self.answers == 1:
+                        shared.refuse("the server closed the connection after one answer")
+                    raise _Closed from None
+                except (TimeoutError, ProtocolError) as exc:
+                    if behind[i]:
+                        shared.refuse(f"a pipelined request got no good answer ({exc!r})")
+                    raise
+                last = clock()
+                fresh += 1
+                self.answers += 1
+                if behind[i]:
+                    shared.proven = True
+                outcomes.append((response, 0.0 if behind[i] else last - written[i]))
+                self.since = written[i + 1] if i + 1 < len(written) else 0.0
+                if writing and not proceed(response):
+                    writing = False
+                if not response.keep_alive:
+                    if sent > len(outcomes) and self.answers == 1:
+                        shared.refuse("the server closed the connection after one answer")
+                    if writing and len(outcomes) < len(requests):
+                        raise _Closed
+                    self.open = False
+                    yield (stream.close,)
+                    return
+        except _Closed:
+            self.open = False
+            yield (stream.close,)
+            raise
+        except GeneratorExit:
+            raise
+        except BaseException:
+            self.open = False
+            yield (stream.close,)
+            raise
+
+    def _write(self, batch: Sequence[Request], now: float, timeout: float, deadline: float) -> Io:
+        """Write requests back to back, small ones in one call."""
+        send, until = self.stream.send, self._until(now, timeout, deadline)
+        pending: list[bytes] = []
+        for request in batch:
+            pending.append(self._head(request))
+            if len(request.body) < _SMALL_BODY:
+                pending.append(request.body)
+            else:
+                yield (send, b"".join(pending), until)
+                pending = []
+                yield (send, request.body, until)
+        if pending:
+            yield (send, b"".join(pending), until)
+
+    def _head(self, request: Request) -> bytes:
+        if request.head and (self.proxy is None or self.dsn.scheme == "https"):
+            return request.head  # origin-form, rendered by the encoder
+        return _proxy.request_head(request, self.dsn, self.proxy)
 
     def _exchange(self, request: Request, deadline: float) -> Io:
         if self.aborted:
@@ -83,26 +286,28 @@ class HttpConnection:
         try:
             if not self.open:
                 yield from self._connect(deadline)
-            head = _proxy.request_head(request, self.dsn, self.proxy)
+            head = self._head(request)
             if len(request.body) < _SMALL_BODY:
                 yield (stream.send, head + request.body, deadline)
             else:
                 yield (stream.send, head, deadline)
                 yield (stream.send, request.body, deadline)
             response: Response = yield from self._read(deadline, stale_check=True)
+            self.answers += 1
         except GeneratorExit:
             raise
         except BaseException:
             self.open = False
             yield (stream.close,)
             raise
-        if not response.keep_alive:
+        if not response.keep_alive or self._rest:
             self.open = False
             yield (stream.close,)
         return response
 
     def _connect(self, deadline: float) -> Io:
         dsn, proxy, stream = self.dsn, self.proxy, self.stream
+        self._rest, self.answers = b"", 0
         https = dsn.scheme == "https"
         if proxy is None:
             tls = self.tls if https else None
@@ -114,20 +319,31 @@ class HttpConnection:
                 yield (stream.send, _proxy.tunnel_head(dsn, proxy), deadline)
                 answer: Response = yield from self._read(deadline, no_body=True)
                 _proxy.check_tunnel(dsn, answer)
+                self._rest = b""
                 yield (stream.start_tls, self.tls, dsn.hostname, deadline)
         self.open = True
 
     def _read(self, deadline: float, no_body: bool = False, stale_check: bool = False) -> Io:
-        parser = ResponseParser(no_body=no_body)
+        """Read one answer, starting with the bytes kept from the last one."""
         recv = self.stream.recv
-        first = True
-        while True:
+        data, self._rest = self._rest, b""
+        if not data:
             data = yield (recv, deadline)
             if not data:
-                if first and stale_check:
+                if stale_check:
                     raise StaleConnection("the server closed the connection before answering")
-                return parser.eof()
-            first = False
-            response = parser.feed(data)
-            if response is not None:
+                return ResponseParser(no_body=no_body).eof()  # raises: nothing at all
+        if not no_body:
+            quick = quick_response(data)  # the usual: a whole small answer in what we have
+            if quick is not None:
+                response, self._rest = quick
                 return response
+        parser = ResponseParser(no_body=no_body)
+        answer = parser.feed(data)
+        while answer is None:
+            data = yield (recv, deadline)
+            if not data:
+                return parser.eof()
+            answer = parser.feed(data)
+        self._rest = parser.rest()
+        return answer

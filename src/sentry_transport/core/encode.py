@@ -24,6 +24,7 @@ class Encoder:
         self.options = dsn.options
         self.client = client
         self.encoding = _compress.resolve(self.options.compression)
+        self.heads = _request.Heads(dsn, client)
 
     def encode(self, attempt: Attempt, now: float) -> None:
         """JSON, size limits, compression and the request bytes, into ``attempt``.
@@ -61,6 +62,7 @@ class Encoder:
                 self.options.compression_level,
                 self.options.compression_threshold,
                 self.client,
+                self.heads,
             )
             if _limits.body_too_large(len(request.body)):
                 attempt.dropped.append(("send_error", items))

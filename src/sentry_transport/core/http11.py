@@ -9,7 +9,7 @@ hostile server cannot make a worker buffer without end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import HttpProtocolError
 
@@ -19,8 +19,9 @@ MAX_BODY = 16 * 1024 * 1024
 _FRAMING = frozenset({"connection", "transfer-encoding", "content-length"})
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
+    """A response as read (a tuple: made once per answer, cheaply)."""
+
     status: int
     reason: str
     headers: tuple[tuple[str, str], ...]
@@ -54,11 +55,61 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-class ResponseParser:
-    """Parses one response. ``no_body`` for answers to HEAD/CONNECT."""
+def quick_response(data: bytes) -> tuple[Response, bytes] | None:
+    """The common answer, read in one go: when ``data`` holds a whole final response with a
+    Content-Length body (or none, for 204/304), it and the bytes past it; else None, and
+    ``ResponseParser`` reads it (it also gives every error). Same values as the parser."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end > MAX_HEAD:
+        return None
+    lines = data[:end].decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code = rest[:3]
+    if version not in ("HTTP/1.1", "HTTP/1.0") or not _digits(code) or rest[3:4] not in ("", " "):
+        return None
+    status = int(code)
+    if status < 200:
+        return None
+    headers: list[tuple[str, str]] = []
+    length = -1
+    connection: str | None = None
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            return None
+        value = value.strip()
+        headers.append((name, value))
+        lowered = name.lower()
+        if lowered == "content-length":
+            if length >= 0 or not _digits(value):
+                return None
+            length = int(value)
+        elif lowered == "connection":
+            if connection is not None:
+                return None
+            connection = value.lower()
+        elif lowered == "transfer-encoding":
+            return None
+    if status in (204, 304):
+        length = 0
+    if not 0 <= length <= MAX_BODY or len(data) < end + 4 + length:
+        return None
+    start = end + 4
+    keep_alive = "close" not in (connection or "") and (
+        version == "HTTP/1.1" or "keep-alive" in (connection or "")
+    )
+    body = data[start : start + min(length, MAX_KEPT_BODY)]
+    response = Response(status, rest[4:], tuple(headers), body, keep_alive)
+    return response, data[start + length :]
 
-    def __init__(self, no_body: bool = False) -> None:
-        self._buffer = bytearray()
+
+class ResponseParser:
+    """Parses one response. ``no_body`` for answers to HEAD/CONNECT. ``data``: bytes already
+    received (past the previous response on the connection); ``rest()`` gives what is past
+    this one once it is done."""
+
+    def __init__(self, no_body: bool = False, data: bytes = b"") -> None:
+        self._buffer = bytearray(data)
         self._no_body = no_body
         self._head: tuple[int, str, tuple[tuple[str, str], ...], bool] | None = None
         self._mode = ""  # "length" | "chunked" | "close"
@@ -84,6 +135,10 @@ class ResponseParser:
         elif self._mode == "close":
             self._take(len(self._buffer))
         return None
+
+    def rest(self) -> bytes:
+        """The bytes received past the response (the start of the next one, when pipelined)."""
+        return bytes(self._buffer) if self.done is not None else b""
 
     def eof(self) -> Response:
         """The connection closed: finish a close-delimited body, or fail."""

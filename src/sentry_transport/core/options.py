@@ -105,7 +105,10 @@ _SPECS: dict[str, _Spec] = {
     ),
     "queue_size": _Spec(_number(int, 1, False), "most envelopes waiting in the queue"),
     "queue_bytes": _Spec(_number(int, 1, False), "most payload bytes waiting in the queue"),
-    "max_connections": _Spec(_number(int, 1, False), "most requests in flight at once"),
+    "max_connections": _Spec(_number(int, 1, False), "most connections open at once"),
+    "pipeline_depth": _Spec(
+        _number(int, 1, False), "most requests in flight on one connection (1: no pipelining)"
+    ),
     "shutdown_timeout": _Spec(_number(float, 0, True), "seconds a clean exit waits to drain"),
     "retry_attempts": _Spec(_number(int, 0, True), "retries after a network error"),
     "retry_deadline": _Spec(
@@ -138,6 +141,7 @@ class TransportOptions:
     queue_size: int = 10_000
     queue_bytes: int = 64 * 1024 * 1024
     max_connections: int = 16
+    pipeline_depth: int = 16
     shutdown_timeout: float = 2.0
     retry_attempts: int = 3
     retry_deadline: float = 30.0

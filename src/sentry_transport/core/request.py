@@ -1,7 +1,8 @@
 """The HTTP request for an envelope, and what a response means (both pure).
 
 ``build(envelope, dsn, ...)`` stamps ``sent_at``, serializes, compresses when worth it and
-returns the method, target, headers and body. ``classify(status)`` maps a status to an
+returns the method, target, headers and body; given a DSN's ``Heads`` (rendered once per
+transport) it also gives the head's bytes, ready to write. ``classify(status)`` maps a status to an
 ``Outcome`` per develop-docs: 2xx delivered, 429 rate limited (the server counted the loss),
 413 too large, anything else a send error. None of them is retried.
 """
@@ -14,7 +15,10 @@ from dataclasses import dataclass
 from . import compress as _compress
 from .dsn import Dsn
 from .envelope import Envelope
+from .http11 import render_head
 from .version import CLIENT
+
+_TYPE = "application/x-sentry-envelope"
 
 
 class Outcome(enum.Enum):
@@ -43,6 +47,33 @@ class Request:
     raw_size: int  # before compression
     encoding: str | None
     method: str = "POST"
+    head: bytes = b""  # the origin-form head as bytes, when built with Heads
+
+
+class Heads:
+    """A DSN's request heads: everything but the body's length and encoding is rendered (and
+    checked) once, so a request's head is two small concatenations."""
+
+    __slots__ = ("headers", "prefix")
+
+    def __init__(self, dsn: Dsn, client: str = CLIENT) -> None:
+        self.headers = (
+            ("Host", dsn.netloc),
+            ("User-Agent", client),
+            ("X-Sentry-Auth", dsn.auth_header(client)),
+            ("Content-Type", _TYPE),
+        )
+        self.prefix = render_head("POST", dsn.envelope_path, list(self.headers))[:-2]
+
+    def head(self, length: int, encoding: str | None) -> bytes:
+        """The bytes of ``render_head`` for these headers plus Content-Length/-Encoding."""
+        if encoding:
+            return b"%sContent-Length: %d\r\nContent-Encoding: %s\r\n\r\n" % (
+                self.prefix,
+                length,
+                encoding.encode("ascii"),
+            )
+        return b"%sContent-Length: %d\r\n\r\n" % (self.prefix, length)
 
 
 def rfc3339(timestamp: float) -> str:
@@ -85,18 +116,15 @@ def build(
     level: int | None = None,
     threshold: int = 2048,
     client: str = CLIENT,
+    heads: Heads | None = None,
 ) -> Request:
     stamped = Envelope({**envelope.headers, "sent_at": rfc3339(now)}, envelope.items)
     raw = stamped.serialize()
     chosen = _compress.choose(encoding, len(raw), threshold)
     body = _compress.compress(raw, chosen, level) if chosen else raw
-    headers = [
-        ("Host", dsn.netloc),
-        ("User-Agent", client),
-        ("X-Sentry-Auth", dsn.auth_header(client)),
-        ("Content-Type", "application/x-sentry-envelope"),
-        ("Content-Length", str(len(body))),
-    ]
+    fixed = heads.headers if heads is not None else Heads(dsn, client).headers
+    headers: tuple[tuple[str, str], ...] = (*fixed, ("Content-Length", str(len(body))))
     if chosen:
-        headers.append(("Content-Encoding", chosen))
-    return Request(dsn.envelope_url, dsn.envelope_path, tuple(headers), body, len(raw), chosen)
+        headers += (("Content-Encoding", chosen),)
+    head = heads.head(len(body), chosen) if heads is not None else b""
+    return Request(dsn.envelope_url, dsn.envelope_path, headers, body, len(raw), chosen, head=head)

@@ -9,6 +9,12 @@ the loop keeps serving other connections while a big body is expanded. The reque
 recorded (``_record``) and the behaviour carried out: an answer (after checking the path,
 method and ``sentry_key``), a hang, or a close. A body that decodes to more than
 ``max_decompressed`` bytes is refused with 413 where a 2xx answer was due.
+
+Pipelined requests (several sent before the first answer) are read while earlier ones wait
+out their latency: each answer is due ``latency`` (+ its delay) after its own request was
+read, and answers go out in request order, each behaviour after the one before it.
+``answers_per_connection`` (0: no limit) closes a connection after that many answers,
+without saying so in the last one (a server that does not pipeline may drop the rest).
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ from ._http import (
     _render,
     _set_rst,
 )
-from ._record import Close, Hang, Reset, Respond, _Recorder, _Slot
+from ._record import Behaviour, Close, Hang, Reset, Respond, _Recorder, _Slot
 
 __all__ = ["Sink"]
 
 _WRITE_TIMEOUT = 30.0
+_READ_AHEAD = 64  # requests read on one connection before the oldest is answered, at most
 _ZERO_ID = "0" * 32
 
 
@@ -78,11 +85,20 @@ class Sink(_Recorder):
         self.latency = latency
         self.max_decompressed = max_decompressed
         self._envelope_path = f"/api/{project_id}/envelope/"
+        self.answers_per_connection = 0  # close a connection after this many answers (0: never)
+        self._most_in_flight = 0
         self._decoder: ThreadPoolExecutor | None = None  # made by the loop when first needed
 
     def __repr__(self) -> str:
         where = self.url if self._port is not None else "not started"
         return f"<Sink {where} requests={len(self._requests)} envelopes={len(self._envelopes)}>"
+
+    @property
+    def most_in_flight(self) -> int:
+        """The most requests that arrived on one connection before the earlier ones there
+        were answered (2 or more: the client pipelines)."""
+        with self._cond:
+            return self._most_in_flight
 
     @property
     def dsn(self) -> str:
@@ -116,32 +132,66 @@ class Sink(_Recorder):
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
     ) -> None:
-        while await self._one_request(reader, writer, number):
-            pass
+        previous: asyncio.Future[bool] | None = None  # the last answer, in order
+        waiting: list[asyncio.Future[bool]] = []
+        limit = self.answers_per_connection
+        count = 0
+        try:
+            while True:
+                waiting = [answer for answer in waiting if not answer.done()]
+                if len(waiting) >= _READ_AHEAD:
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                count += 1
+                ends_after = bool(limit) and count >= limit
+                step = await self._one_request(reader, writer, number, previous, ends_after)
+                if step is None:
+                    break
+                previous, more = step
+                waiting = [answer for answer in waiting if not answer.done()] + [previous]
+                if len(waiting) > 1:
+                    with self._cond:
+                        self._most_in_flight = max(self._most_in_flight, len(waiting))
+                if not more:
+                    break
+            if previous is not None:
+                await previous  # the connection ends once its answers are out
+        except BaseException:  # stop(), or the client went away
+            for answer in waiting:
+                answer.cancel()
+            raise
 
     async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
-    ) -> bool:
-        """Serve one request; whether the connection stays open for another."""
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        number: int,
+        previous: asyncio.Future[bool] | None,
+        ends_after: bool = False,
+    ) -> tuple[asyncio.Future[bool], bool] | None:
+        """Read one request and start its answer, which waits for ``previous``: the answer
+        and whether to read another request; None once the connection is done."""
         try:
             raw = await _read_head(reader)
             if raw is None:
-                return False
+                return None
             head = _parse_head(raw)
         except _HttpError as exc:
+            await _after(previous)
             self._record_error(f"connection {number}: {exc.message}")
             await self._answer_error(reader, writer, exc.status, exc.message)
-            return False
+            return None
         arrived = time.monotonic()
         try:
             length = _body_length(head.headers)
         except _HttpError as exc:
+            await _after(previous)
             slot = self._add(
                 head, b"", None, None, exc.message, Respond(exc.status), number, arrived
             )
             self._finish(slot, exc.status)
             await self._answer_error(reader, writer, exc.status, exc.message)
-            return False
+            return None
 
         with self._cond:
             behaviour = self._script.popleft() if self._script else self.default
@@ -155,30 +205,57 @@ class Sink(_Recorder):
                 body = b""
             except asyncio.IncompleteReadError as exc:
                 body = exc.partial
+            await _after(previous)
             slot = self._add(head, body, None, None, None, behaviour, number, arrived)
             _set_rst(writer)
             writer.transport.abort()
             self._finish(slot, None)
-            return False
+            return None
 
         try:
             body = await _read_body(reader, length)
         except _HttpError as exc:
+            await _after(previous)
             slot = self._add(head, b"", None, None, exc.message, behaviour, number, arrived)
             self._finish(slot, exc.status)
             await self._answer_error(reader, writer, exc.status, exc.message)
-            return False
+            return None
         except asyncio.IncompleteReadError as exc:
             cut = f"the connection closed after {len(exc.partial)} bytes of the body"
             slot = self._add(head, exc.partial, None, None, cut, behaviour, number, arrived)
             self._finish(slot, None)
-            return False
+            return None
 
         result = await self._decode(head.headers, body)
         slot = self._add(
             head, body, result.decoded, result.envelope, result.error, behaviour, number, arrived
         )
+        read = time.monotonic()  # the answer is due ``latency`` after this, as when not pipelined
+        answer = asyncio.ensure_future(
+            self._carry_out(
+                previous, reader, writer, slot, head, behaviour, result, read, ends_after
+            )
+        )
+        ends = isinstance(behaviour, (Hang, Close)) or ends_after or _closes(head, behaviour)
+        return answer, not ends
 
+    async def _carry_out(
+        self,
+        previous: asyncio.Future[bool] | None,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        slot: _Slot,
+        head: _Head,
+        behaviour: Behaviour,
+        result: Decoded,
+        read: float,
+        ends_after: bool,
+    ) -> bool:
+        """The behaviour, once the answers before it are out: whether the connection goes on."""
+        if previous is not None and not await previous:
+            self._update(slot, error="the connection ended before the answer")
+            self._finish(slot, None)
+            return False
         if isinstance(behaviour, Hang):
             await asyncio.sleep(max(behaviour.seconds, 0.0))
             writer.close()
@@ -188,7 +265,12 @@ class Sink(_Recorder):
             writer.close()
             self._finish(slot, None)
             return False
-        return await self._respond(reader, writer, slot, head, behaviour, result)
+        assert isinstance(behaviour, Respond)
+        going = await self._respond(reader, writer, slot, head, behaviour, result, read)
+        if going and ends_after:
+            await _lingering_close(reader, writer)  # requests behind it: unread, no reset
+            return False
+        return going
 
     def _authorized(self, head: _Head) -> bool:
         auth = head.headers.get("x-sentry-auth")
@@ -212,6 +294,7 @@ class Sink(_Recorder):
         head: _Head,
         behaviour: Respond,
         result: Decoded,
+        read: float,
     ) -> bool:
         envelope, error = result.envelope, result.error
         status = behaviour.status
@@ -244,7 +327,7 @@ class Sink(_Recorder):
         close = not head.keep_alive or any(
             name.lower() == "connection" and "close" in value.lower() for name, value in headers
         )
-        wait = self.latency + delay
+        wait = read + self.latency + delay - time.monotonic()  # from its own reading
         if wait > 0:
             await asyncio.sleep(wait)
         if reader.at_eof() or writer.transport.is_closing():
@@ -262,7 +345,7 @@ class Sink(_Recorder):
             writer.transport.abort()
             return False
         if close:
-            writer.close()
+            await _lingering_close(reader, writer)  # pipelined requests behind it: no reset
             return False
         return True
 
@@ -275,3 +358,17 @@ class Sink(_Recorder):
             body = _detail(message)
             writer.write(_render(status, [("Content-Type", "application/json")], body, True))
         await _lingering_close(reader, writer)
+
+
+async def _after(previous: asyncio.Future[bool] | None) -> None:
+    """Let the answers before this point go out first."""
+    if previous is not None:
+        await previous
+
+
+def _closes(head: _Head, behaviour: Behaviour) -> bool:
+    """Whether the answer will end the connection (the request or the answer says close)."""
+    if not head.keep_alive:
+        return True
+    headers = behaviour.headers.items() if isinstance(behaviour, Respond) else ()
+    return any(name.lower() == "connection" and "close" in value.lower() for name, value in headers)

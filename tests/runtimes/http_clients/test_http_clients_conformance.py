@@ -33,7 +33,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def traits(backend: str) -> Traits:
-    return Traits(blocking=backend == "requests")
+    return Traits(blocking=backend == "requests", pipelines=False)  # their client's connections
 
 
 @pytest.fixture

@@ -47,6 +47,12 @@ from .network import (
     test_tls_with_custom_ca,
     tls_sink,
 )
+from .pipelining import (
+    test_a_server_answering_one_request_per_connection,
+    test_a_server_closing_after_some_answers_gets_the_rest_again,
+    test_a_slow_server_gets_many_requests_in_flight_on_a_few_connections,
+    test_a_stall_mid_pipeline_is_one_failure_and_the_rest_go_again,
+)
 from .responses import (
     test_200_delivers_everything_over_keep_alive,
     test_413_is_a_send_error_and_never_retried,
@@ -69,6 +75,10 @@ __all__ = [
     "Make",
     "Traits",
     "ca",
+    "test_a_server_answering_one_request_per_connection",
+    "test_a_server_closing_after_some_answers_gets_the_rest_again",
+    "test_a_slow_server_gets_many_requests_in_flight_on_a_few_connections",
+    "test_a_stall_mid_pipeline_is_one_failure_and_the_rest_go_again",
     "make",
     "sink",
     "test_200_delivers_everything_over_keep_alive",

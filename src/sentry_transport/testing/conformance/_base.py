@@ -33,6 +33,7 @@ class Traits:
     """What a backend is like, where the scenarios must allow for it."""
 
     blocking: bool = False  # capture_envelope sends its own envelope before returning
+    pipelines: bool = True  # several requests in flight on one connection to a slow server
 
 
 @pytest.fixture

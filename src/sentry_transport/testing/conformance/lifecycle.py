@@ -70,7 +70,8 @@ def test_close_keeps_its_deadline_and_counts_the_rest(
 
 def test_queue_overflow_is_counted(make: Make, sink: Sink, traits: Traits) -> None:
     sink.default = Respond(200, delay=0.05 if traits.blocking else 0.3)
-    transport = make(sink.dsn, queue_size=5, max_connections=1)
+    # One connection, one request on it at a time: at most 1 in flight, 5 queued.
+    transport = make(sink.dsn, queue_size=5, max_connections=1, pipeline_depth=1)
     for i in range(20):
         transport.capture_envelope(event(f"burst{i}"))
     assert transport.flush(10)

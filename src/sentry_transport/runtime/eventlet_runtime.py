@@ -55,6 +55,7 @@ _thread = eventlet.patcher.original("_thread")  # the real ones, patched process
 _os = eventlet.patcher.original("os")  # (a green os.read would switch: clear() runs locked)
 _select = eventlet.patcher.original("select").select
 _os_sleep = eventlet.patcher.original("time").sleep
+_threading = eventlet.patcher.original("threading")
 _SHARED_POLLERS = ("eventlet.hubs.epolls", "eventlet.hubs.kqueue")
 _hub_pid = [os.getpid()]  # the process whose hub this module last checked (fork)
 
@@ -101,6 +102,49 @@ class PipeWake:
         for fd in (self._read, self._write):
             with contextlib.suppress(OSError):
                 _os.close(fd)
+
+
+class _Helper:
+    """One real thread per process that runs what the hub offloads, in order (a thread per
+    call cost more than the file I/O it ran)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.jobs: deque[tuple[Callable[..., Any], tuple[Any, ...], list[Any], PipeWake]] = deque()
+        self.ready = _threading.Condition(_threading.Lock())
+        self.running = False
+
+    def submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], box: list[Any], done: PipeWake
+    ) -> None:
+        with self.ready:
+            self.jobs.append((fn, args, box, done))
+            if not self.running:
+                _thread.start_new_thread(self._run, ())
+                self.running = True
+            self.ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.ready:
+                while not self.jobs:
+                    self.ready.wait()
+                fn, args, box, done = self.jobs.popleft()
+            try:
+                box.append((True, fn(*args)))
+            except BaseException as exc:  # handed to the offloading worker, which decides
+                box.append((False, exc))
+            done.set()
+
+
+_helpers: list[_Helper] = []
+
+
+def _helper() -> _Helper:
+    """This process's helper (a forked child's is its own: the parent's thread is not here)."""
+    if not _helpers or _helpers[0].pid != os.getpid():
+        _helpers[:] = [_Helper()]
+    return _helpers[0]
 
 
 class _Doorbell:
@@ -182,27 +226,18 @@ class Eventlet:
         spare = self._spare_wakes
         done = spare.pop() if spare else PipeWake(self.home)  # (a pipe each costs 4 calls)
         done.clear()
-        result: list[Any] = []
-        failed: list[BaseException] = []
-
-        def off_the_hub() -> None:
-            try:
-                result.append(fn(*args))
-            except BaseException as exc:  # handed to the worker, which decides
-                failed.append(exc)
-            finally:
-                done.set()
-
+        box: list[Any] = []
         try:
-            _thread.start_new_thread(off_the_hub, ())
+            _helper().submit(fn, args, box, done)
         except RuntimeError:  # no new thread at interpreter exit (Python 3.12.0-3.12.2)
             return fn(*args)
         while not done.wait(None):
             pass
         spare.append(done)
-        if failed:
-            raise failed[0]
-        return result[0]
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
 
     measure = staticmethod(estimate)  # no encoding on the hub
     measure_all = staticmethod(Estimates.measure_all)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sentry_transport import make_transport
-from sentry_transport.io.spool_files import survey
+from sentry_transport.io.spool_survey import survey
 from sentry_transport.testing import Hang, Respond, Sink
 
 pytestmark = [
@@ -26,7 +26,7 @@ pytestmark = [
 CHILD = """
 import asyncio, sys, time
 from sentry_transport import make_transport
-from sentry_transport.io.spool_files import survey
+from sentry_transport.io.spool_survey import survey
 dsn, kind, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
 def capture(transport):

@@ -10,7 +10,7 @@ from typing import Any
 
 from ._factory import make_transport
 from .core.request import rfc3339
-from .io.spool_files import purge, survey
+from .io.spool_survey import purge, survey
 
 
 def _size(count: int) -> str:

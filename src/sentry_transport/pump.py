@@ -25,7 +25,8 @@ from .core.dsn import Dsn
 from .core.engine import MAX_BATCH, REQUEUE, Flush, Send, Wait
 from .core.envelope import Envelope
 from .core.errors import ConfigurationError
-from .workers import Steps, Workers
+from .sending import Steps
+from .workers import Workers
 
 wall = time.time
 monotonic = time.monotonic

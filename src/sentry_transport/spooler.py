@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from .io.spool_files import SpoolDir
 
 if TYPE_CHECKING:
-    from .workers import Steps, Workers
+    from .sending import Steps
+    from .workers import Workers
 
 import time
 

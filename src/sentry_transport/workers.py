@@ -17,61 +17,40 @@ when delivery starts failing, one info when it recovers (delivery.py), debug per
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections import deque
-from collections.abc import Generator
-from typing import Any, Protocol
+from typing import Any
 
-from . import delivery
 from .core import proxy as _proxy
 from .core.actions import SLOW_ROUND_TRIP
 from .core.connection import PIPELINE_BYTES, HttpConnection, Pipelining
 from .core.dsn import Dsn
 from .core.engine import (
     MAX_BATCH,
-    REQUEUE,
     STOP,
-    Attempt,
     Engine,
     Job,
-    Result,
     Send,
     Wait,
-    goes_on,
     should_grow,
 )
 from .core.envelope import Envelope
-from .core.request import Request
 from .core.spool import project_of
 from .io.spool_files import SpoolDir
+from .sending import Connection, Sender, Steps
 from .spooler import SpoolWorker
 
 INBOX_UNMEASURED = 64  # envelopes held before they are measured, at the most
 PIPELINED_IN_FLIGHT = 64  # while pipelining, connections grow to carry this many requests
 RTT_WINDOW = 32  # round trips per window of the fastest-round-trip estimate
 HANGING = 0.05  # a request in flight this long says the server is slow before it answers
-Steps = Generator[tuple[Any, ...], Any, Any]
-
-
-class Connection(Protocol):
-    """What a worker needs of its connection: core's HttpConnection, or a whole HTTP
-    client's (``runtime.connection(pump)``: requests, urllib3)."""
-
-    open: bool
-    since: float
-    stream: Any
-
-    def exchange(self, request: Request, deadline: float) -> Steps: ...
-
-    def abort(self) -> None: ...
 
 
 wall = time.time  # the engine's clock (rate limits, sent_at)
 monotonic = time.monotonic  # deadlines
 
 
-class Workers:
+class Workers(Sender):
     def __init__(self, dsn: Dsn, runtime: Any) -> None:
         self.dsn = dsn
         self.options = dsn.options
@@ -336,106 +315,6 @@ class Workers:
                 now = wall()
                 for i, envelope in enumerate(batch):
                     self.engine.submit(envelope, now, sizes[i] if sizes else None)
-
-    def _send(self, conn: Connection, attempts: list[Attempt], deadline: float = 0.0) -> Steps:
-        """Encode, send on ``conn`` (pipelined when it can), report every result in one round.
-
-        After a failure the rest go back to the engine (REQUEUE), which decides them afresh:
-        a 429's limits apply to them, a network error's backoff to the one that failed.
-        """
-        generation = self.generation
-        started, cpu = monotonic(), time.process_time()
-        yield (self.runtime.encode, self.engine.encode, attempts, wall())
-        results: list[tuple[Attempt, Result]] = []
-        try:
-            if isinstance(conn, HttpConnection) and len(attempts) > 1:
-                yield from self._pipelined(conn, attempts, deadline, results)
-            else:
-                yield from self._one_by_one(conn, attempts, deadline, results)
-        finally:
-            # Unreported attempts go back: the rest of a batch after a failure, and all of them
-            # when the worker is cancelled (asyncio.run cancels every task at the loop's end)
-            # or killed. One cancelled mid-exchange may have reached the server already: it is
-            # sent again (Sentry drops a duplicate event id); never counted twice here.
-            if len(results) < len(attempts):
-                reported = {id(attempt) for attempt, _ in results}
-                results += [(a, REQUEUE) for a in attempts if id(a) not in reported]
-            self.cpu_busy = (time.process_time() - cpu) / max(monotonic() - started, 1e-6)
-            if generation == self.generation:
-                self._report(results)
-
-    def _pipelined(
-        self,
-        conn: HttpConnection,
-        attempts: list[Attempt],
-        deadline: float,
-        results: list[tuple[Attempt, Result]],
-    ) -> Steps:
-        """Several requests in flight on ``conn``; those it leaves unanswered go back."""
-        sending = []
-        for attempt in attempts:
-            if attempt.request is None:
-                results.append((attempt, None))
-            elif not attempt.over:
-                sending.append(attempt)
-        if not sending:
-            return
-        refused = self.pipelining.refused
-        outcomes = yield from conn.pipeline(
-            [attempt.request for attempt in sending],  # type: ignore[misc]
-            self.options.timeout,
-            deadline,
-            goes_on,
-        )
-        for attempt, (result, seconds) in zip(sending, outcomes, strict=False):
-            if seconds > 0.0:  # a request that went out alone: the server's own time
-                self._sample(seconds)
-            results.append((attempt, result))
-        if self.pipelining.refused != refused:
-            delivery.log.info(
-                "sentry_transport: one request at a time to %s from now on: %s",
-                self.dsn.envelope_url,
-                self.pipelining.refused,
-            )
-
-    def _one_by_one(
-        self,
-        conn: Connection,
-        attempts: list[Attempt],
-        deadline: float,
-        results: list[tuple[Attempt, Result]],
-    ) -> Steps:
-        """One request at a time (a runtime's own HTTP client; a batch of one)."""
-        for attempt in attempts:
-            request = attempt.request
-            if request is None:
-                results.append((attempt, None))
-                continue
-            if attempt.over:
-                break
-            conn.since = begun = monotonic()
-            limit = begun + self.options.timeout
-            result: Result
-            try:
-                result = yield from conn.exchange(request, min(limit, deadline or limit))
-                self._sample(monotonic() - begun)
-            except Exception as exc:  # the engine tells a network error from a bug
-                result = exc
-            finally:
-                conn.since = 0.0
-            results.append((attempt, result))
-            if not goes_on(result):
-                break
-
-    def _report(self, results: list[tuple[Attempt, Result]]) -> None:
-        with self.lock:
-            self.engine.on_results(results, wall(), random.random())
-            watchers, self.watchers = self.watchers, []
-            self.failing = delivery.log_results(self, results)
-        for wake in watchers:
-            wake.set()
-        if self.spool is not None:
-            self.spool.kick()  # files to remove (delivered), or parked ones to time
 
     def _send_now(self, job: Job) -> Steps:
         """Inline runtimes: send the caller's own envelope now (on disk first, if spooled)."""

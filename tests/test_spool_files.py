@@ -17,7 +17,8 @@ from sentry_transport.core.actions import Job
 from sentry_transport.core.errors import ConfigurationError
 from sentry_transport.core.spool import SpoolWork
 from sentry_transport.io.spool_files import SpoolDir
-from sentry_transport.io.spool_survey import owner_alive, survey
+from sentry_transport.io.spool_owners import owner_alive
+from sentry_transport.io.spool_survey import survey
 from sentry_transport.testing import Sink
 from sentry_transport.testing.conformance._base import free_port
 from test_core_engine import event

@@ -10,7 +10,7 @@ capture, whatever the network does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .io.spool_files import SpoolDir
 
@@ -133,6 +133,3 @@ class SpoolWorker:
                 yield (pump.runtime.sleep, 0.005)
                 continue
             yield from self.round(final=True)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"spool_dir": self.dir.path}

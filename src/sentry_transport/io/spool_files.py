@@ -21,10 +21,9 @@ of the process at any point (SIGKILL included) keeps every record written before
 the kernel has it. ``spool_fsync=1`` adds an fsync of each file and of the folder, for power
 loss too, at a disk flush per write round.
 
-Several processes: each holds an exclusive ``flock`` on its own lock file for as long as it
-lives. A file belongs to the token in its name; a process takes a dead owner's files (one
-whose lock it can take) by renaming them to its own token, which succeeds for one process
-only. Where ``fcntl`` is missing (Windows), other owners are taken to be alive.
+Several processes: a file belongs to the token in its name (spool_owners.py says whether
+that owner lives); a process takes a dead owner's files by renaming them to its own token,
+which succeeds for one process only.
 """
 
 from __future__ import annotations
@@ -39,11 +38,7 @@ from ..core import spool as _spool
 from ..core.envelope import Envelope
 from ..core.errors import ConfigurationError, EnvelopeError
 from ..core.spool import ParsedFile, SpoolOutcome, SpoolWork
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from . import spool_owners as owners
 
 FOLDERS = ("queue", "tmp", "set-aside", "owners")
 READ_LIMIT = 256 * 1024 * 1024  # a file bigger than this is not ours to read
@@ -69,7 +64,6 @@ class SpoolDir:
         self.queue = os.path.join(self.path, "queue")
         self.tmp = os.path.join(self.path, "tmp")
         self.aside = os.path.join(self.path, "set-aside")
-        self.owners = os.path.join(self.path, "owners")
         self.files: dict[str, _File] = {}  # our files
         self.total = 0  # bytes of every record in queue/ (ours and the living others')
         self.seq = 0
@@ -105,29 +99,19 @@ class SpoolDir:
             )
 
     def _lock(self) -> None:
-        """Our lock file, locked before it is in owners/ (a scanner never sees it unheld)."""
-        name = self.token + ".lock"
-        making = os.path.join(self.tmp, name)
-        self.lock_fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        if fcntl is not None:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.rename(making, os.path.join(self.owners, name))
+        self.lock_fd = owners.hold(self.path, self.token)
 
     def close(self) -> None:
         """Let go of the lock (the files stay for whoever comes next)."""
         fd, self.lock_fd = self.lock_fd, None
         if fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.owners, self.token + ".lock"))
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            owners.release(self.path, self.token, fd)
 
     def forget(self) -> None:
         """In a forked child: the lock (shared with the parent) stays the parent's."""
         fd, self.lock_fd = self.lock_fd, None
         if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            owners.release(self.path, self.token, fd, unlink=False)
 
     # -- one round ----------------------------------------------------------------------------
 
@@ -345,7 +329,7 @@ class SpoolDir:
         """Count the folder afresh; take the files of owners that are gone; set aside what
         is not a spool file; clear leftovers in tmp/."""
         total = 0
-        dead: dict[str, int | None] = {}  # token -> its lock's fd while we hold it
+        dead: dict[str, int] = {}  # token -> its lock, ours while the scan takes its files
         listing: list[tuple[str, int]] = []
         with os.scandir(self.queue) as entries:
             for entry in entries:
@@ -361,18 +345,18 @@ class SpoolDir:
                     out.set_aside.append((name, "not a spool file's name"))
                     continue
                 token = parsed_name[1]
-                if token == self.token or (token not in dead and self._alive(token, dead)):
+                if token != self.token and token not in dead:
+                    lock = owners.take_if_dead(self.path, token)
+                    if lock is not None:
+                        dead[token] = lock
+                if token == self.token or token not in dead:  # ours, or a living owner's
                     total += self.files[name].size if name in self.files else size
                     continue
                 total += self._take(name, out)
             self._clear_tmp()
         finally:
             for token, fd in dead.items():
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.owners, token + ".lock"))
-                if fd is not None:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                owners.release(self.path, token, fd)
         self.total = total
 
     def _take(self, name: str, out: SpoolOutcome) -> int:
@@ -402,26 +386,6 @@ class SpoolDir:
         self.files[new] = _File(size, {index for index, _, _ in live})
         out.claimed += [(_spool.record_id(new, index), taken) for index, taken, _ in live]
         return size
-
-    def _alive(self, token: str, dead: dict[str, int | None]) -> bool:
-        """Whether the owner of ``token`` still lives; when not, its lock is ours (in
-        ``dead``) until the scan ends."""
-        if fcntl is None:
-            return True
-        try:
-            fd = os.open(os.path.join(self.owners, token + ".lock"), os.O_RDWR)
-        except FileNotFoundError:
-            dead[token] = None
-            return False
-        except OSError:
-            return True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return True
-        dead[token] = fd
-        return False
 
     def _clear_tmp(self) -> None:
         """What a process that died while making its lock or marker left (those take

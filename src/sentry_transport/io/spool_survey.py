@@ -12,28 +12,7 @@ from ..core import spool as _spool
 from ..core.envelope import Envelope
 from ..core.errors import ConfigurationError, EnvelopeError
 from .spool_files import READ_LIMIT
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-
-def owner_alive(folder: str, token: str) -> bool:
-    """Whether the process of ``token`` holds its lock (asked without keeping it)."""
-    if fcntl is None:
-        return True
-    try:
-        fd = os.open(os.path.join(folder, "owners", token + ".lock"), os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+from .spool_owners import owner_alive
 
 
 def survey(path: str) -> dict[str, Any]:

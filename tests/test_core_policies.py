@@ -348,7 +348,8 @@ def test_heads_rendered_once_are_the_bytes_of_the_full_rendering(encoding: str |
     req = request.build(sample_envelope(), dsn, NOW, encoding, threshold=0, heads=heads)
     assert req.head == proxy.request_head(req, dsn, None)  # same bytes as rendering it all
     assert req.head.endswith(b"Content-Length: %d\r\n\r\n" % len(req.body)) == (not encoding)
-    assert request.build(sample_envelope(), dsn, NOW, None).head == b""  # without Heads
+    alone = request.build(sample_envelope(), dsn, NOW, None)  # without Heads: made for it
+    assert alone.head == proxy.request_head(alone, dsn, None)
 
 
 def test_build_compressed_only_above_threshold() -> None:
@@ -593,6 +594,23 @@ def test_the_quick_read_of_a_whole_answer_is_the_parser_s_and_keeps_what_follows
 )
 def test_the_quick_read_leaves_anything_unusual_to_the_parser(data: bytes) -> None:
     assert http11.quick_response(data) is None
+
+
+def test_the_quick_read_remembers_a_head_and_reads_repeats_of_it_the_same() -> None:
+    memo = http11.HeadMemo()
+    first = b"HTTP/1.1 200 OK\r\nDate: A\r\nContent-Length: 4\r\n\r\n"
+    answers = [first + b"abcd", first + b"wxyz"]  # same head, other bodies
+    answers.append(first.replace(b"Date: A", b"Date: B") + b"1234")  # a new head
+    answers.append(b"HTTP/1.1 429 Too Many\r\nRetry-After: 9\r\nContent-Length: 0\r\n\r\n")
+    for data in answers:
+        expected = http11.quick_response(data + b"HTTP/")
+        assert expected is not None
+        assert http11.quick_response(data + b"HTTP/", memo) == expected
+        assert memo.head == data[: data.index(b"\r\n\r\n")]
+    assert http11.quick_response(first + b"ab", memo) is None  # the body is not all there
+    unusual = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    assert http11.quick_response(unusual, memo) is None
+    assert http11.quick_response(unusual, memo) is None  # remembered as one for the parser
 
 
 def test_content_length() -> None:

@@ -52,20 +52,32 @@ def log_results(pump: Any, results: Sequence[tuple[Attempt, Result]]) -> str | N
     """Under the pump's lock, after the engine took the results: log what changed. Returns
     the failure now in force (None: working)."""
     failing: str | None = pump.failing
-    debug = log.isEnabledFor(logging.DEBUG)
-    for attempt, result in results:
-        if result is REQUEUE or result is None:
-            continue
-        failing = describe(result)
-        if debug:
-            what = f"{len(attempt.items)} item(s)" if attempt.items else "a client report"
-            if attempt.items and attempt.report:
-                what += " and a client report"
-            log.debug("sent %s to %s: %s", what, pump.dsn.envelope_url, failing or "ok")
+    if not log.isEnabledFor(logging.DEBUG):  # only the last result says what is in force
+        for _, result in reversed(results):
+            if result is not REQUEUE and result is not None:
+                failing = describe(result)
+                break
+    else:
+        failing = _log_each(pump, results, failing)
     if failing is not None and failing != pump.failing:
         log.warning("delivery to %s is failing: %s", pump.dsn.envelope_url, failing)
     elif failing is None and pump.failing is not None:
         log.info("delivery to %s works again", pump.dsn.envelope_url)
+    return failing
+
+
+def _log_each(
+    pump: Any, results: Sequence[tuple[Attempt, Result]], failing: str | None
+) -> str | None:
+    """log_results with DEBUG on: a line per request."""
+    for attempt, result in results:
+        if result is REQUEUE or result is None:
+            continue
+        failing = describe(result)
+        what = f"{len(attempt.items)} item(s)" if attempt.items else "a client report"
+        if attempt.items and attempt.report:
+            what += " and a client report"
+        log.debug("sent %s to %s: %s", what, pump.dsn.envelope_url, failing or "ok")
     return failing
 
 

@@ -55,6 +55,8 @@ class Pump(Workers):
         the deadline (False). ``closing``: stop accepting first."""
         flush: Flush | None = None
         wake = self.runtime.wake()
+        while self.inbox and not self.draining and not self.inline:
+            yield from self._drain()  # measured outside the lock, as a worker does
         if self.inline and self.spool is not None:  # no worker of its own: a round here
             with self.lock:
                 self.admit_inbox()

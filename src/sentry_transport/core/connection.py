@@ -39,7 +39,7 @@ from typing import Any
 from . import proxy as _proxy
 from .dsn import Dsn
 from .errors import ProtocolError
-from .http11 import Response, ResponseParser, StaleConnection, quick_response
+from .http11 import HeadMemo, Response, ResponseParser, StaleConnection, quick_response
 from .request import Request
 
 Op = tuple[Any, ...]  # (callable, *args)
@@ -105,6 +105,7 @@ class HttpConnection:
         self.clock = clock
         self.answers = 0  # answers read on this socket
         self._rest = b""  # bytes read past the last answer
+        self._memo = HeadMemo()  # the last answer head read, parsed
 
     def exchange(self, request: Request, deadline: float) -> Io:
         """Send one request and read its answer: ``response = yield from conn.exchange(...)``."""
@@ -334,7 +335,7 @@ class HttpConnection:
                     raise StaleConnection("the server closed the connection before answering")
                 return ResponseParser(no_body=no_body).eof()  # raises: nothing at all
         if not no_body:
-            quick = quick_response(data)  # the usual: a whole small answer in what we have
+            quick = quick_response(data, self._memo)  # the usual: a whole small answer
             if quick is not None:
                 response, self._rest = quick
                 return response

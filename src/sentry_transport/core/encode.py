@@ -43,17 +43,19 @@ class Encoder:
                     continue
                 items.append(item)
             if items:
-                too_big = {v.index for v in _limits.check(Envelope(job.envelope.headers, items))}
+                too_big = {v.index for v in _limits.check_items(items)}
                 if too_big:
                     attempt.dropped.append(("send_error", [items[i] for i in sorted(too_big)]))
                     items = [item for i, item in enumerate(items) if i not in too_big]
             if not items and not attempt.report:
                 return
-            body_items = list(items)
-            if attempt.report:
-                body_items.append(report_item(attempt.report, round(now, 3)))
-            envelope = Envelope(job.envelope.headers if items else {}, body_items)
-            envelope._raw_header = job.envelope._raw_header if items else None
+            envelope = job.envelope
+            if attempt.report or len(items) != len(envelope.items):  # (items: a subset)
+                body_items = list(items)
+                if attempt.report:
+                    body_items.append(report_item(attempt.report, round(now, 3)))
+                envelope = Envelope(envelope.headers if items else {}, body_items)
+                envelope._raw_header = job.envelope._raw_header if items else None
             request = _request.build(
                 envelope,
                 self.dsn,

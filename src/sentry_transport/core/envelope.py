@@ -280,6 +280,14 @@ class Envelope:
         """The envelope as bytes, exact to the envelope grammar."""
         return b"".join(self.iter_chunks())
 
+    def serialize_stamped(self, sent_at: str) -> bytes:
+        """``serialize()`` with ``sent_at`` set in the envelope header (to send it), without
+        a copy of the envelope."""
+        chunks = [dumps({**self.headers, "sent_at": sent_at})]
+        for item in self.items:
+            chunks += (b"\n", item.header_bytes(), b"\n", item.payload)
+        return b"".join(chunks)
+
     def serialize_into(self, file: IO[bytes]) -> int:
         """Write the envelope to a binary file; returns the number of bytes written."""
         total = 0

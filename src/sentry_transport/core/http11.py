@@ -55,14 +55,48 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def quick_response(data: bytes) -> tuple[Response, bytes] | None:
+class HeadMemo:
+    """The last answer head ``quick_response`` parsed on a connection, and what it said: a
+    server's answers repeat their head (the Date header changes once a second), so most
+    are read with one bytes comparison. One per connection (not shared between threads)."""
+
+    __slots__ = ("head", "parsed")
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.parsed: tuple[int, str, tuple[tuple[str, str], ...], int, bool] | None = None
+
+
+def quick_response(data: bytes, memo: HeadMemo | None = None) -> tuple[Response, bytes] | None:
     """The common answer, read in one go: when ``data`` holds a whole final response with a
     Content-Length body (or none, for 204/304), it and the bytes past it; else None, and
-    ``ResponseParser`` reads it (it also gives every error). Same values as the parser."""
+    ``ResponseParser`` reads it (it also gives every error). Same values as the parser.
+    ``memo``: the connection's last head, to skip parsing one seen before."""
     end = data.find(b"\r\n\r\n")
     if end < 0 or end > MAX_HEAD:
         return None
-    lines = data[:end].decode("latin-1").split("\r\n")
+    head = data[:end]
+    if memo is not None and memo.head == head:
+        parsed = memo.parsed
+    else:
+        parsed = _quick_head(head)
+        if memo is not None:
+            memo.head, memo.parsed = head, parsed
+    if parsed is None:
+        return None
+    status, reason, headers, length, keep_alive = parsed
+    start = end + 4
+    if len(data) < start + length:
+        return None
+    body = data[start : start + min(length, MAX_KEPT_BODY)]
+    return Response(status, reason, headers, body, keep_alive), data[start + length :]
+
+
+def _quick_head(
+    head: bytes,
+) -> tuple[int, str, tuple[tuple[str, str], ...], int, bool] | None:
+    """(status, reason, headers, body length, keep-alive) of a plain final answer's head."""
+    lines = head.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code = rest[:3]
     if version not in ("HTTP/1.1", "HTTP/1.0") or not _digits(code) or rest[3:4] not in ("", " "):
@@ -92,15 +126,12 @@ def quick_response(data: bytes) -> tuple[Response, bytes] | None:
             return None
     if status in (204, 304):
         length = 0
-    if not 0 <= length <= MAX_BODY or len(data) < end + 4 + length:
+    if not 0 <= length <= MAX_BODY:
         return None
-    start = end + 4
     keep_alive = "close" not in (connection or "") and (
         version == "HTTP/1.1" or "keep-alive" in (connection or "")
     )
-    body = data[start : start + min(length, MAX_KEPT_BODY)]
-    response = Response(status, rest[4:], tuple(headers), body, keep_alive)
-    return response, data[start + length :]
+    return status, rest[4:], tuple(headers), length, keep_alive
 
 
 class ResponseParser:

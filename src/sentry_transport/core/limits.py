@@ -1,8 +1,9 @@
 """Relay's size and count limits, checked before sending.
 
 A breach makes Relay reject the WHOLE envelope (413), so the items that would cause one are
-found here and dropped alone. ``check(envelope)`` returns the indexes of those items with the
-limit each breaks; ``body_too_large(n)`` is the limit on the compressed request body.
+found here and dropped alone. ``check(envelope)`` (``check_items(items)``) returns the
+indexes of those items with the limit each breaks; ``body_too_large(n)`` is the limit on the
+compressed request body.
 """
 
 from __future__ import annotations
@@ -62,13 +63,18 @@ def item_limit(item: Item) -> int | None:
 
 def check(envelope: Envelope) -> list[Violation]:
     """Items that would get the envelope rejected, in order. Encodes JSON payloads."""
+    return check_items(envelope.items)
+
+
+def check_items(items: list[Item]) -> list[Violation]:
+    """``check`` for an envelope of these items."""
     found: list[Violation] = []
     seen_singleton = False
     attachments = 0
     attachment_bytes = 0
     sessions = 0
     total = 0
-    for index, item in enumerate(envelope.items):
+    for index, item in enumerate(items):
         size = len(item.payload)
         kind = item.type
         limit = item_limit(item)

@@ -96,7 +96,7 @@ class RateLimits:
 
     def pruned(self, now: float) -> RateLimits:
         """The same state without the limits that lifted by ``now``."""
-        if all(d > now for d in self.deadlines.values()):
+        if not self.deadlines or all(d > now for d in self.deadlines.values()):
             return self
         return RateLimits(MappingProxyType({c: d for c, d in self.deadlines.items() if d > now}))
 

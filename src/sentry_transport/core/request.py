@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import lru_cache
 
 from . import compress as _compress
 from .dsn import Dsn
@@ -38,7 +39,7 @@ def classify(status: int) -> Outcome:
     return Outcome.SEND_ERROR
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # (not frozen: a frozen dataclass costs a setattr call per field)
 class Request:
     url: str
     target: str  # the request target for the origin server: the path
@@ -54,9 +55,11 @@ class Heads:
     """A DSN's request heads: everything but the body's length and encoding is rendered (and
     checked) once, so a request's head is two small concatenations."""
 
-    __slots__ = ("headers", "prefix")
+    __slots__ = ("headers", "prefix", "target", "url")
 
     def __init__(self, dsn: Dsn, client: str = CLIENT) -> None:
+        self.url = dsn.envelope_url
+        self.target = dsn.envelope_path
         self.headers = (
             ("Host", dsn.netloc),
             ("User-Agent", client),
@@ -77,16 +80,22 @@ class Heads:
 
 
 def rfc3339(timestamp: float) -> str:
-    """``2026-11-21T18:23:39.123456Z`` (UTC), without a datetime object per request."""
+    """``2026-11-21T18:23:39.123456Z`` (UTC), without a datetime object per request: the
+    date and time to the second are rendered once per second (the last one is kept)."""
     seconds = int(timestamp // 1)
     micros = round((timestamp - seconds) * 1_000_000)
     if micros == 1_000_000:
         seconds, micros = seconds + 1, 0
+    return f"{_to_second(seconds)}.{micros:06d}Z"
+
+
+@lru_cache(maxsize=4)
+def _to_second(seconds: int) -> str:
     days, second = divmod(seconds, 86400)
     year, month, day = _civil(days)
     hour, rest = divmod(second, 3600)
     minute, sec = divmod(rest, 60)
-    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{sec:02d}.{micros:06d}Z"
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{sec:02d}"
 
 
 def _civil(days: int) -> tuple[int, int, int]:
@@ -118,13 +127,15 @@ def build(
     client: str = CLIENT,
     heads: Heads | None = None,
 ) -> Request:
-    stamped = Envelope({**envelope.headers, "sent_at": rfc3339(now)}, envelope.items)
-    raw = stamped.serialize()
+    raw = envelope.serialize_stamped(rfc3339(now))
     chosen = _compress.choose(encoding, len(raw), threshold)
     body = _compress.compress(raw, chosen, level) if chosen else raw
-    fixed = heads.headers if heads is not None else Heads(dsn, client).headers
-    headers: tuple[tuple[str, str], ...] = (*fixed, ("Content-Length", str(len(body))))
+    if heads is None:
+        heads = Heads(dsn, client)
+    length = len(body)
+    headers: tuple[tuple[str, str], ...] = (*heads.headers, ("Content-Length", str(length)))
     if chosen:
         headers += (("Content-Encoding", chosen),)
-    head = heads.head(len(body), chosen) if heads is not None else b""
-    return Request(dsn.envelope_url, dsn.envelope_path, headers, body, len(raw), chosen, head=head)
+    return Request(
+        heads.url, heads.target, headers, body, len(raw), chosen, head=heads.head(length, chosen)
+    )

@@ -20,7 +20,11 @@ EVENT_CATEGORIES = frozenset({"error", "transaction"})  # ... and their categori
 
 
 def count_events(items: Iterable[Item]) -> int:
-    return sum(1 for item in items if item.headers.get("type") in EVENT_TYPES)
+    count = 0
+    for item in items:
+        if item.headers.get("type") in EVENT_TYPES:
+            count += 1
+    return count
 
 
 class Stats:

@@ -212,8 +212,22 @@ def test_isal_is_looked_up_once_and_optional(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_default_level_is_used_and_differs_from_nine() -> None:
     default = compression.compress(BODY * 4, "gzip")
-    assert default == compression.compress(BODY * 4, "gzip", compression.DEFAULT_LEVELS["gzip"])
+    assert default == compression.compress(BODY * 4, "gzip", compression.default_level("gzip"))
     assert default != compression.compress(BODY * 4, "gzip", 9)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_the_default_level_is_isal_s_2_with_isal_and_3_without(
+    monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    isal_zlib = pytest.importorskip("isal.isal_zlib")
+    monkeypatch.setattr(compression, "zlib_accelerator", isal_zlib)
+    assert compression.default_level(encoding) == compression.ISAL_DEFAULT_LEVEL == 2
+    assert compression.compress(BODY, encoding) == compression.compress(BODY, encoding, 2)
+    assert compression.compress(BODY, encoding, 3) != compression.compress(BODY, encoding, 2)
+    monkeypatch.setattr(compression, "zlib_accelerator", None)  # as without the fast extra
+    assert compression.default_level(encoding) == compression.DEFAULT_LEVELS[encoding] == 3
+    assert compression.default_level("br") == 4
 
 
 def test_deflate_is_zlib_wrapped_and_raw_accepted_when_decoding() -> None:

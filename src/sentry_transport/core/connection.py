@@ -220,8 +220,12 @@ class HttpConnection:
                     return
                 i = done - start
                 until = self._until(max(written[i], last), timeout, deadline)
+                quick = quick_response(self._rest, self._memo) if self._rest else None
                 try:
-                    response: Response = yield from self._read(until, stale_check=True)
+                    if quick is not None:  # the next answer came with an earlier one's bytes
+                        response, self._rest = quick
+                    else:
+                        response = yield from self._read(until, stale_check=True)
                 except (StaleConnection, ConnectionResetError):
                     if not fresh:
                         raise

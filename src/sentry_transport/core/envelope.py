@@ -338,37 +338,66 @@ _SAMPLE_ITEMS = 8  # elements of a list looked at; the rest are assumed alike
 _BUDGET = 512  # values looked at in all, per estimate
 
 
+_TEXT, _SCALAR, _MAPPING, _SEQUENCE = "text", "scalar", "mapping", "sequence"
+_KINDS: dict[type, str] = {
+    str: _TEXT,
+    bytes: _TEXT,
+    int: _SCALAR,
+    float: _SCALAR,
+    bool: _SCALAR,
+    type(None): _SCALAR,
+    dict: _MAPPING,
+    list: _SEQUENCE,
+    tuple: _SEQUENCE,
+}
+
+
+def _kind(value: Any) -> str:
+    """What ``_estimate`` takes a value of a type outside ``_KINDS`` for."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return _TEXT
+    if isinstance(value, Mapping):
+        return _MAPPING
+    if isinstance(value, (list, tuple)):
+        return _SEQUENCE
+    return _SCALAR
+
+
 def _estimate(obj: Any) -> int:
     """The encoded size of a JSON-able object, from a bounded sample of it.
 
     Containers are sampled (their first few elements, scaled by their length) and the walk
     stops after a fixed number of values, so the cost is bounded whatever the object's size.
     Within about 2x of the real size for typical events; it exists to bound queue memory.
+    One loop over a stack of (value, weight): a sampled element stands for ``weight`` alike.
     """
-    budget = [_BUDGET]
-
-    def walk(value: Any) -> int:
-        budget[0] -= 1
-        if isinstance(value, str):
-            return len(value) + 2
-        if isinstance(value, (bytes, bytearray)):
-            return len(value) + 2
-        if isinstance(value, Mapping):
+    total = 0.0
+    budget = _BUDGET
+    stack: list[tuple[Any, float]] = [(obj, 1.0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        value, weight = pop()
+        budget -= 1
+        kind = _KINDS.get(type(value)) or _kind(value)
+        if kind is _TEXT:
+            total += (len(value) + 2) * weight
+        elif kind is _SCALAR:
+            total += 8 * weight
+        elif not value:
+            total += 2 * weight
+        elif budget <= 0:
+            total += 32 * len(value) * weight
+        elif kind is _MAPPING:
             count = len(value)
-            if not count:
-                return 2
-            if budget[0] <= 0:
-                return 32 * count
-            sample = [len(str(k)) + 4 + walk(v) for k, v in islice(value.items(), _SAMPLE_KEYS)]
-            return 2 + sum(sample) * count // len(sample)
-        if isinstance(value, (list, tuple)):
+            each = weight * count / min(count, _SAMPLE_KEYS)
+            total += 2 * weight
+            for key, element in islice(value.items(), _SAMPLE_KEYS):
+                total += (len(key if type(key) is str else str(key)) + 4) * each
+                push((element, each))
+        else:  # a sequence
             count = len(value)
-            if not count:
-                return 2
-            if budget[0] <= 0:
-                return 32 * count
-            sample = [1 + walk(v) for v in value[:_SAMPLE_ITEMS]]
-            return 2 + sum(sample) * count // len(sample)
-        return 8
-
-    return walk(obj)
+            each = weight * count / min(count, _SAMPLE_ITEMS)
+            total += 2 * weight + count * weight  # brackets, commas
+            for element in value[:_SAMPLE_ITEMS]:
+                push((element, each))
+    return int(total)

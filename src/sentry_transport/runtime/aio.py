@@ -25,7 +25,7 @@ from ..core.envelope import Envelope
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.aio import AsyncioStream, arun
-from .threads import Estimates, Threads, estimate
+from .threads import Estimates, Threads, loop_size
 
 INLINE_ENCODE_BYTES = 16 * 1024  # smaller jobs are encoded and compressed on the loop
 
@@ -181,7 +181,7 @@ class Asyncio:
         except RuntimeError:  # the executor is shut down (the very end of asyncio.run)
             return fn(*args)
 
-    measure = staticmethod(estimate)  # the caller's own envelope: no encoding on the loop
+    measure = staticmethod(loop_size)  # the caller's own envelope (see loop_size)
 
     @staticmethod
     async def measure_all(envelopes: list[Envelope]) -> list[int]:

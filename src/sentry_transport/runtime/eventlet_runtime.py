@@ -9,7 +9,7 @@ keeps the guarantees, patched process or not:
   touched from another thread; a spawn asked for by another thread goes through a doorbell
   (a green thread at home that runs what other threads hand it).
 - Lock: a real OS lock, never held across a switch. Jobs of ``INLINE_ENCODE_BYTES`` or more
-  are encoded and compressed on a short-lived OS thread; sizes at capture are estimates.
+  are encoded and compressed on a short-lived OS thread; sizes at capture: ``loop_size``.
 - TLS: the contexts of ``io/tls.py`` as eventlet's ``GreenSSLContext``.
 - Fork: the child's first pump gives the forking thread a fresh hub when the inherited one
   polls through a kernel object (epoll, kqueue) it would share with the parent.
@@ -36,7 +36,7 @@ from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import SocketStream, run
 from .aio import INLINE_ENCODE_BYTES
-from .threads import Estimates, Threads, estimate
+from .threads import Estimates, Threads, loop_size
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated", category=Warning)
@@ -239,7 +239,7 @@ class Eventlet:
             raise value
         return value
 
-    measure = staticmethod(estimate)  # no encoding on the hub
+    measure = staticmethod(loop_size)  # the caller's own envelope (see loop_size)
     measure_all = staticmethod(Estimates.measure_all)
 
     def sleep(self, seconds: float) -> None:

@@ -11,8 +11,8 @@ server, a ``gevent.sleep``, a join, or this transport's ``flush``/``close``).
   switch. Wakes: a greenlet waits on its own thread's hub, woken through an async watcher
   (whose ``send()`` is thread-safe); a thread without a hub blocks on an OS lock.
 - Jobs of ``INLINE_ENCODE_BYTES`` or more are encoded and compressed in the home hub's
-  threadpool, so the hub keeps running; sizes at capture are estimates (nothing is encoded
-  on the hub).
+  threadpool, so the hub keeps running; sizes at capture: ``loop_size`` (an estimate, or
+  orjson's exact encoding, which costs less).
 - Sockets come from ``gevent.socket``; TLS contexts are configured by ``io/tls.py`` and made
   gevent contexts (whose sockets are cooperative, patched or not).
 - Fork: gevent's ``os.fork`` re-initialises the hub in the child; after a plain ``os.fork``
@@ -38,7 +38,7 @@ from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import SocketStream, run
 from .aio import INLINE_ENCODE_BYTES
-from .threads import Estimates, Threads, estimate
+from .threads import Estimates, Threads, loop_size
 
 try:
     import gevent
@@ -208,7 +208,7 @@ class Gevent:
             return fn(*args)
         return self.hub.threadpool.apply(fn, args)
 
-    measure = staticmethod(estimate)  # no encoding on the hub
+    measure = staticmethod(loop_size)  # the caller's own envelope (see loop_size)
     measure_all = staticmethod(Estimates.measure_all)
 
     @staticmethod

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
+from ..core import jsonenc
 from ..core.engine import Attempt
 from ..core.envelope import Envelope
 from ..core.options import TransportOptions
@@ -21,20 +22,38 @@ from ..io import tls
 from ..io.sockets import SocketStream, run
 
 
-def estimate(envelope: Envelope) -> int:
-    """Bytes an envelope holds, by a bounded estimate for JSON not yet encoded: for event
-    loops and hubs, where encoding a large event would stall everything else."""
+def encoded_size(envelope: Envelope) -> int:
+    """Bytes an envelope holds: its JSON is encoded here, which sending needs anyway. What
+    cannot be encoded is counted by its estimate and left for the engine to count as lost
+    when it prepares the request."""
+    size = 0
+    for item in envelope.items:
+        try:
+            size += len(item.payload)
+        except (TypeError, ValueError, RecursionError):
+            size += item.size_hint()
+    return size
+
+
+def loop_size(envelope: Envelope) -> int:
+    """Bytes an envelope holds, for event loops and hubs, where encoding a large event with
+    the standard library's JSON would stall everything else: a bounded estimate of the JSON
+    not yet encoded; with orjson (the fast extra) the exact size, encoded, which costs less
+    than the estimate at any size (about 1.4 us against 38 for a 1 KB event, 49 against 145
+    for 100 KB) and is done once (sending reuses it)."""
+    if jsonenc.accelerator is not None:
+        return encoded_size(envelope)
     return sum(item.size_hint() for item in envelope.items)
 
 
 class Estimates:
-    """``measure``/``measure_all`` by estimate (``estimate``), for a loop's or hub's runtime."""
+    """``measure``/``measure_all`` for a loop's or hub's runtime (``loop_size``)."""
 
-    measure = staticmethod(estimate)
+    measure = staticmethod(loop_size)
 
     @staticmethod
     def measure_all(envelopes: list[Envelope]) -> list[int]:
-        return [estimate(envelope) for envelope in envelopes]
+        return [loop_size(envelope) for envelope in envelopes]
 
 
 class Threads:
@@ -87,18 +106,7 @@ class Threads:
         """Run blocking work (file I/O) off the loop: a thread runtime runs it right here."""
         return fn(*args)
 
-    @staticmethod
-    def measure(envelope: Envelope) -> int:
-        """Bytes an envelope holds: its JSON is encoded here (a worker, or the caller for its
-        own envelope), which sending needs anyway. What cannot be encoded is counted by its
-        estimate and left for the engine to count as lost when it prepares the request."""
-        size = 0
-        for item in envelope.items:
-            try:
-                size += len(item.payload)
-            except (TypeError, ValueError, RecursionError):
-                size += item.size_hint()
-        return size
+    measure = staticmethod(encoded_size)  # (a worker, or the caller for its own envelope)
 
     @classmethod
     def measure_all(cls, envelopes: list[Envelope]) -> list[int]:

@@ -35,7 +35,7 @@ from ..core.errors import MissingDependencyError
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import run
-from .threads import Estimates, Threads, estimate
+from .threads import Estimates, Threads, loop_size
 
 try:
     from twisted.internet.defer import Deferred, maybeDeferred
@@ -240,7 +240,7 @@ class Twisted:
         except RuntimeError:  # no new threads at interpreter exit (Python 3.12.0-3.12.2)
             return fn(*args)
 
-    measure = staticmethod(estimate)  # no encoding on the reactor
+    measure = staticmethod(loop_size)  # the caller's own envelope (see loop_size)
     measure_all = staticmethod(Estimates.measure_all)
 
     def sleep(self, seconds: float) -> Deferred[None]:

@@ -40,6 +40,8 @@ class Connection(Protocol):
     def abort(self) -> None: ...
 
 
+CPU_WINDOW = 0.02  # seconds over which cpu_busy is measured, at the least
+
 wall = time.time  # the engine's clock (rate limits, sent_at)
 monotonic = time.monotonic  # deadlines
 
@@ -57,6 +59,7 @@ class Sender:
     options: TransportOptions
     dsn: Dsn
     cpu_busy: float
+    _cpu_mark: tuple[float, float]
 
     if TYPE_CHECKING:
 
@@ -69,7 +72,6 @@ class Sender:
         a 429's limits apply to them, a network error's backoff to the one that failed.
         """
         generation = self.generation
-        started, cpu = monotonic(), time.process_time()
         yield (self.runtime.encode, self.engine.encode, attempts, wall())
         results: list[tuple[Attempt, Result]] = []
         try:
@@ -85,9 +87,21 @@ class Sender:
             if len(results) < len(attempts):
                 reported = {id(attempt) for attempt, _ in results}
                 results += [(a, REQUEUE) for a in attempts if id(a) not in reported]
-            self.cpu_busy = (time.process_time() - cpu) / max(monotonic() - started, 1e-6)
+            self._measure_cpu()
             if generation == self.generation:
                 self._report(results)
+
+    def _measure_cpu(self) -> None:
+        """``cpu_busy``: the process's CPU seconds per second over the last CPU_WINDOW or
+        more. Reading the process's CPU clock sums every thread's time in the kernel (tens
+        of us on a busy machine): once a window, not once a round."""
+        now = monotonic()
+        since, cpu_then = self._cpu_mark
+        if now - since >= CPU_WINDOW:
+            cpu = time.process_time()
+            if cpu >= cpu_then:  # (a forked child's clock starts again from 0)
+                self.cpu_busy = (cpu - cpu_then) / (now - since)
+            self._cpu_mark = (now, cpu)
 
     def _pipelined(
         self,

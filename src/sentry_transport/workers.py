@@ -88,7 +88,11 @@ class Workers(Sender):
         self.inline_conn: Connection | None = None
         self.round_trip = 0.0  # the fastest round trip of the last 32 to 64 (0: none yet)
         self._fastest = (float("inf"), float("inf"), 0)  # this window's, the last one's, n
-        self.cpu_busy = 0.0  # process CPU seconds per second in the last round
+        # process CPU seconds per second lately (Sender._measure_cpu); taken as busy until
+        # the first CPU_WINDOW is over, so that a loaded machine's slow first answers do not
+        # start workers against a server that answers at once
+        self.cpu_busy = 1.0
+        self._cpu_mark = (monotonic(), time.process_time())  # when last measured, and CPU
         self.failing: str | None = None  # what the last warning said is wrong
         self.pid = os.getpid()
         if self.spool is not None:

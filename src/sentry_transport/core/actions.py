@@ -23,7 +23,7 @@ MAX_BATCH = 32  # jobs one worker takes in one round when there is a backlog
 # more threads would only wait longer).
 BASE_CONNECTIONS = 2
 SLOW_ROUND_TRIP = 0.002
-CPU_BOUND = 0.75  # CPU seconds the process used per second of a worker's round
+CPU_BOUND = 0.75  # CPU seconds the process used per second, lately (see sending.py)
 
 
 def goes_on(result: Result) -> bool:

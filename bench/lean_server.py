@@ -1,10 +1,11 @@
 """How many pipelined requests/s the lean server (and the full sink) answers, at what CPU cost.
 
 Each server is started as ``python -m sentry_transport.testing --port 0 --quiet [--lean]`` in
-a process of its own. This process opens ``--connections`` raw sockets and keeps ``--depth``
-requests in flight on each (pipelined: ``--depth`` requests written at once, their answers read,
-the next ``--depth`` written) for ``--seconds`` after a warm-up, then reads the server's CPU (utime + stime from
-``/proc/<pid>/stat``) before and after. Prints requests/s and server µs CPU per request.
+a process of its own. This process opens ``--connections`` raw sockets; on each it writes
+``--depth`` requests at once, reads their answers, writes the next ``--depth``, for
+``--seconds`` after a warm-up, and reads the server's CPU (utime + stime from
+``/proc/<pid>/stat``) before and after. Prints requests/s, server µs CPU per request and
+this client's own µs CPU per request (if the server is not near a core, the client limits).
 
     .venv/bin/python bench/lean_server.py [--servers lean,sink] [--seconds 3] [--size 1000]
 """

@@ -876,7 +876,7 @@ def parent(args: argparse.Namespace) -> int:
         " what stats() reports after the flush ('-': not reported); max tasks: asyncio tasks"
         " on the loop besides the benchmark's own, sampled likewise."
     )
-    print("sinks, one per scenario: " + "; ".join(sinks))
+    print("servers, one per scenario: " + "; ".join(sinks))
     failed = print_targets(results)
     if args.spool:
         failed += print_spool_targets(results)

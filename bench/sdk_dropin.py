@@ -344,7 +344,7 @@ def parent(args: argparse.Namespace) -> int:
         "(sentry_sdk's event processing included: the same for both); '!': fewer delivered "
         "than captured (sentry_sdk's own drops past its queue of 100)."
     )
-    print("sinks, one per scenario: " + "; ".join(sinks))
+    print("servers, one per scenario: " + "; ".join(sinks))
     print(f"total time: {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -292,3 +292,19 @@ def test_command_line_lean() -> None:
 def test_lean_rejects_bad_latency() -> None:
     with pytest.raises(ValueError):
         LeanServer(latency=-1)
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.2])
+def test_half_closed_client_still_gets_its_answers(latency: float) -> None:
+    with LeanServer(latency=latency) as server, connect(server) as sock:
+        sock.sendall(post() * 3 + b"POST /api/42/envelope/ HTTP/1.1\r\nbad\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        assert [status for status, _, _ in answers(sock, 4)] == [200, 200, 200, 400]
+        assert closed(sock)
+
+
+def test_http_1_0_keep_alive_is_kept(server: LeanServer) -> None:
+    request = b"POST /api/42/envelope/?sentry_key=public HTTP/1.0\r\nConnection: keep-alive\r\n"
+    with connect(server) as sock:
+        sock.sendall(request + b"Content-Length: 0\r\n\r\n" + post())
+        assert [status for status, _, _ in answers(sock, 2)] == [200, 200]

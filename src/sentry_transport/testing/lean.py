@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import re
-import threading
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ._http import MAX_HEAD, _format_host, _reason
+from ._http import MAX_HEAD, _detail, _format_host, _HttpError, _reason
 from ._server import _ServerThread
 
 __all__ = ["MAX_LEAN_BODY", "LeanServer"]
@@ -49,12 +47,6 @@ def _render(status: int, body: bytes, close: bool) -> bytes:
     head = f"HTTP/1.1 {status} {_reason(status)}\r\nContent-Type: application/json\r\n"
     head += f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "")
     return (head + "\r\n").encode("latin-1") + body
-
-
-class _Fail(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _Connection(asyncio.Protocol):
@@ -89,16 +81,21 @@ class _Connection(asyncio.Protocol):
         if self.mode == _DONE:
             return  # lingering: input is drained and dropped
         if self.need > len(data) and not self.buf:  # the middle of a body: count it, no copy
-            self.need -= len(data)
-            self.body_bytes += len(data)
-            self.server.body_bytes += len(data)
+            self._skip(len(data))
             return
         self.buf += data
         self._parse()
 
+    def _skip(self, size: int) -> int:
+        """Count ``size`` body bytes as read: the bytes still to skip."""
+        self.need -= size
+        self.body_bytes += size
+        self.server.body_bytes += size
+        return self.need
+
     def eof_received(self) -> bool:
         self.eof = True
-        return bool(self.pending) and self.mode != _DONE  # answer what was read, then close
+        return bool(self.pending)  # answer what was read, then close
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -136,17 +133,14 @@ class _Connection(asyncio.Protocol):
                     end = buf.find(b"\r\n\r\n", pos, pos + MAX_HEAD + 4)
                     if end < 0:
                         if left > MAX_HEAD + 3:
-                            raise _Fail(431, f"request head over {MAX_HEAD} bytes")
+                            raise _HttpError(431, f"request head over {MAX_HEAD} bytes")
                         break
                     self._head(buf[pos:end].decode("latin-1"))
                     pos = end + 4
                 elif mode in (_BODY, _DATA):
                     take = min(self.need, left)
                     pos += take
-                    self.need -= take
-                    self.body_bytes += take
-                    self.server.body_bytes += take
-                    if self.need:
+                    if self._skip(take):
                         pass
                     elif mode == _BODY:
                         self._finish()
@@ -156,14 +150,14 @@ class _Connection(asyncio.Protocol):
                     if left < 2:
                         break
                     if buf[pos : pos + 2] != b"\r\n":
-                        raise _Fail(400, "missing CRLF after chunk data")
+                        raise _HttpError(400, "missing CRLF after chunk data")
                     pos += 2
                     self.mode = _SIZE
                 else:  # a chunk-size or trailer line
                     end = buf.find(b"\r\n", pos, pos + MAX_HEAD + 2)
                     if end < 0:
                         if left > MAX_HEAD + 1:
-                            raise _Fail(431, f"chunk line over {MAX_HEAD} bytes")
+                            raise _HttpError(431, f"chunk line over {MAX_HEAD} bytes")
                         break
                     line, pos = bytes(buf[pos:end]), end + 2
                     if mode == _SIZE:
@@ -173,9 +167,9 @@ class _Connection(asyncio.Protocol):
                     else:
                         self.chunked += len(line) + 2
                         if self.chunked > MAX_HEAD:
-                            raise _Fail(431, f"chunked trailer over {MAX_HEAD} bytes")
-        except _Fail as exc:
-            self._queue(_render(exc.status, json.dumps({"detail": str(exc)}).encode(), True), True)
+                            raise _HttpError(431, f"chunked trailer over {MAX_HEAD} bytes")
+        except _HttpError as exc:
+            self._queue(_render(exc.status, _detail(exc.message), True), True)
             self.server.statuses[exc.status] += 1
             self.mode = _DONE
         del buf[:pos]
@@ -190,7 +184,7 @@ class _Connection(asyncio.Protocol):
         head = _REQUEST.match(text)
         if head is None:
             line = next((n for n in text.split("\r\n") if not _LINE.match(n)), text)
-            raise _Fail(400, f"malformed request head at {line[:80]!r}")
+            raise _HttpError(400, f"malformed request head at {line[:80]!r}")
         method, target, version = head.groups()
         length = encoding = auth = None
         connection = ""
@@ -198,7 +192,7 @@ class _Connection(asyncio.Protocol):
             key, value = field[1].lower(), field[2].strip(" \t")
             if key == "content-length":
                 if length is not None and length != value:
-                    raise _Fail(400, "conflicting Content-Length headers")
+                    raise _HttpError(400, "conflicting Content-Length headers")
                 length = value
             elif key == "transfer-encoding":
                 encoding = value if encoding is None else f"{encoding}, {value}"
@@ -222,14 +216,14 @@ class _Connection(asyncio.Protocol):
             self.status = 200 if self.server._authorized(auth, query) else 401
         if encoding is not None:
             if length is not None:
-                raise _Fail(400, "both Transfer-Encoding and Content-Length")
+                raise _HttpError(400, "both Transfer-Encoding and Content-Length")
             if encoding.lower() != "chunked":
-                raise _Fail(501, f"unsupported Transfer-Encoding {encoding[:80]!r}")
+                raise _HttpError(501, f"unsupported Transfer-Encoding {encoding[:80]!r}")
             self.mode, self.chunked = _SIZE, 0
         elif length is not None and not _DIGITS.match(length):
-            raise _Fail(400, f"bad Content-Length {length[:80]!r}")
+            raise _HttpError(400, f"bad Content-Length {length[:80]!r}")
         elif length is not None and int(length) > MAX_LEAN_BODY:
-            raise _Fail(413, f"body of {length} bytes is over the limit of {MAX_LEAN_BODY}")
+            raise _HttpError(413, f"body of {length} bytes is over the limit of {MAX_LEAN_BODY}")
         elif length is not None and int(length):
             self.mode, self.need = _BODY, int(length)
         else:
@@ -238,12 +232,12 @@ class _Connection(asyncio.Protocol):
     def _chunk_size(self, line: bytes) -> None:
         text = line.split(b";", 1)[0].strip(b" \t")
         if not _HEX.match(text):
-            raise _Fail(400, f"bad chunk size line {line[:40]!r}")
+            raise _HttpError(400, f"bad chunk size line {line[:40]!r}")
         size = int(text, 16)
         if not size:
             self.mode, self.chunked = _TRAILER, 0
         elif self.chunked + size > MAX_LEAN_BODY:
-            raise _Fail(413, f"chunked body over the limit of {MAX_LEAN_BODY} bytes")
+            raise _HttpError(413, f"chunked body over the limit of {MAX_LEAN_BODY} bytes")
         else:
             self.mode, self.need, self.chunked = _DATA, size, self.chunked + size
 
@@ -286,6 +280,9 @@ class _Connection(asyncio.Protocol):
         """Close after the last answer without an RST: half-close, drain input for a while."""
         self.mode = _DONE
         self.pending.clear()
+        if self.eof:  # the client is done sending: nothing to drain
+            self.transport.close()
+            return
         if self.transport.can_write_eof():
             self.transport.write_eof()
         if self.read_paused:
@@ -322,7 +319,7 @@ class LeanServer(_ServerThread):
         self._answers = {
             (status, close): _render(status, body, close)
             for status, body in [(200, f'{{"id":"{_EVENT_ID}"}}'.encode())]
-            + [(s, json.dumps({"detail": _reason(s)}).encode()) for s in (401, 404, 405)]
+            + [(s, _detail(_reason(s))) for s in (401, 404, 405)]
             for close in (False, True)
         }
 
@@ -362,27 +359,12 @@ class LeanServer(_ServerThread):
                 self._open.discard(connection)
                 self._ended.append((connection.requests, connection.body_bytes))
 
-    async def _main(self, ready: threading.Event, failure: list[BaseException]) -> None:
+    async def _listen(self, port: int) -> asyncio.Server:
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(self._on_loop_error)
-        self._loop, self._stop_event = loop, asyncio.Event()
-        port = self._requested_port or self._port or 0
-        try:
-            server = await loop.create_server(
-                lambda: _Connection(self), self._host, port, backlog=1024
-            )
-        except Exception as exc:
-            failure.append(exc)
-            ready.set()
-            return
-        self._port = int(server.sockets[0].getsockname()[1])
-        ready.set()
-        try:
-            await self._stop_event.wait()
-        finally:
-            server.close()
-            with self._cond:
-                connections = list(self._open)
-            for connection in connections:
-                connection.transport.abort()
-            await asyncio.sleep(0)  # let connection_lost run
+        return await loop.create_server(lambda: _Connection(self), self._host, port, backlog=1024)
+
+    def _abort_connections(self) -> None:
+        with self._cond:
+            connections = list(self._open)
+        for connection in connections:
+            connection.transport.abort()

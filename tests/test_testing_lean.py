@@ -119,6 +119,22 @@ def test_key_in_the_query_and_wrong_key(server: LeanServer) -> None:
         assert [status for status, _, _ in answers(sock, 3)] == [200, 401, 401]
 
 
+@pytest.mark.parametrize(
+    ("auth", "status"),
+    [
+        ("Sentry sentry_version=7, sentry_key=public", 200),
+        ("sentry_key=public", 200),
+        ("Sentry sentry_key = public ,sentry_client=x", 200),
+        ("Sentry sentry_key=publicx", 401),
+        ("Sentry other_sentry_key=public", 401),
+    ],
+)
+def test_auth_header_forms(server: LeanServer, auth: str, status: int) -> None:
+    with connect(server) as sock:
+        sock.sendall(f"POST /api/1/envelope/ HTTP/1.1\r\nX-Sentry-Auth: {auth}\r\n\r\n".encode())
+        assert answers(sock, 1)[0][0] == status
+
+
 def test_unknown_path_and_wrong_method(server: LeanServer) -> None:
     with connect(server) as sock:
         sock.sendall(b"GET /api/42/envelope/ HTTP/1.1\r\n\r\n")

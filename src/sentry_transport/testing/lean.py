@@ -36,7 +36,7 @@ _LINE = re.compile(rf"{_TOKEN}:[^\r\n]*\Z")
 _FIELDS = re.compile(
     r"\r\n(content-length|transfer-encoding|connection|x-sentry-auth):([^\r\n]*)", re.IGNORECASE
 )
-_KEY = re.compile(r"(?:\A[Ss]entry +|,)[ \t]*sentry_key[ \t]*=[ \t]*([^, \t]*)")
+_KEY = re.compile(r"(?:\A(?:[Ss]entry +)?|,)[ \t]*sentry_key[ \t]*=[ \t]*([^, \t]*)")
 _PATH = re.compile(r"/api/[0-9]{1,20}/envelope/\Z")
 _DIGITS = re.compile(r"[0-9]{1,20}\Z")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}\Z")

@@ -193,6 +193,28 @@ def test_chunked_body_is_decoded_and_counted(server: LeanServer) -> None:
     assert server.body_bytes == 11 + 5
 
 
+@pytest.mark.parametrize(
+    ("chunks", "status"),
+    [(b"3\r\nabcXY\r\n0\r\n\r\n", 400), (b"fffffffff\r\n", 413), (b"-1\r\n", 400)],
+)
+def test_bad_chunked_bodies(server: LeanServer, chunks: bytes, status: int) -> None:
+    head = b"POST /api/42/envelope/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(head + chunks)
+        assert answers(sock, 1)[0][0] == status
+        assert closed(sock)
+
+
+def test_chunked_bodies_pipelined_with_latency() -> None:
+    head = b"POST /api/42/envelope/?sentry_key=public HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+    with LeanServer(latency=0.2) as server, connect(server) as sock:
+        started = time.monotonic()
+        sock.sendall((head + b"\r\n2\r\nab\r\n0\r\n\r\n") * 5)
+        assert [status for status, _, _ in answers(sock, 5)] == [200] * 5
+        assert time.monotonic() - started < 0.6
+    assert server.body_bytes == 10
+
+
 def test_keep_alive_reuses_one_connection(server: LeanServer) -> None:
     with connect(server) as sock:
         for _ in range(3):

@@ -141,26 +141,23 @@ class _Connection(asyncio.Protocol):
                     take = min(self.need, left)
                     pos += take
                     if self._skip(take):
-                        pass
-                    elif mode == _BODY:
+                        continue
+                    if mode == _BODY:
                         self._finish()
                     else:
-                        self.mode = _CRLF
-                elif mode == _CRLF:
-                    if left < 2:
-                        break
-                    if buf[pos : pos + 2] != b"\r\n":
-                        raise _HttpError(400, "missing CRLF after chunk data")
-                    pos += 2
-                    self.mode = _SIZE
-                else:  # a chunk-size or trailer line
+                        self.mode = _CRLF  # then the CRLF line after the chunk's data
+                else:  # a line: the CRLF after chunk data, a chunk size, a trailer
                     end = buf.find(b"\r\n", pos, pos + MAX_HEAD + 2)
                     if end < 0:
                         if left > MAX_HEAD + 1:
                             raise _HttpError(431, f"chunk line over {MAX_HEAD} bytes")
                         break
                     line, pos = bytes(buf[pos:end]), end + 2
-                    if mode == _SIZE:
+                    if mode == _CRLF:  # the end of a chunk's data
+                        if line:
+                            raise _HttpError(400, "missing CRLF after chunk data")
+                        self.mode = _SIZE
+                    elif mode == _SIZE:
                         self._chunk_size(line)
                     elif not line:
                         self._finish()
@@ -200,13 +197,10 @@ class _Connection(asyncio.Protocol):
                 connection += "," + value.lower()
             else:
                 auth = value
-        if connection:
-            tokens = {token.strip() for token in connection.split(",")}
-            self.close_after = "close" in tokens or (
-                version == "HTTP/1.0" and "keep-alive" not in tokens
-            )
-        else:
-            self.close_after = version == "HTTP/1.0"
+        tokens = {token.strip() for token in connection.split(",")} if connection else ()
+        self.close_after = "close" in tokens or (
+            version == "HTTP/1.0" and "keep-alive" not in tokens
+        )
         path, _, query = target.partition("?")
         if not _PATH.match(path):
             self.status = 404

@@ -346,3 +346,26 @@ def test_http_1_0_keep_alive_is_kept(server: LeanServer) -> None:
     with connect(server) as sock:
         sock.sendall(request + b"Content-Length: 0\r\n\r\n" + post())
         assert [status for status, _, _ in answers(sock, 2)] == [200, 200]
+
+
+def test_command_line_lean_quiet_with_latency() -> None:
+    command = [sys.executable, "-m", "sentry_transport.testing", "--lean", "--quiet"]
+    process = subprocess.Popen(
+        [*command, "--port", "0", "--latency", "0.05", "--public-key", "k", "--project-id", "9"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        dsn = process.stdout.readline().strip()
+        assert dsn.startswith("http://k@127.0.0.1:") and dsn.endswith("/9")
+        port = int(dsn.rsplit(":", 1)[1].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.sendall(post(key="k", path="/api/9/envelope/") + post())
+            assert [status for status, _, _ in answers(sock, 2)] == [200, 401]
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0, err
+    assert out == ""

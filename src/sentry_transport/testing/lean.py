@@ -30,12 +30,10 @@ MAX_LEAN_BODY = 200 * 1024 * 1024  # by Content-Length, or the chunks' total
 _READ_AHEAD = 64  # answers waiting on one connection before reading pauses
 _LINGER = 1.0
 _EVENT_ID = "5e1f0c0ffee0c0ffee0c0ffee0c0ffee"
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_REQUEST = re.compile(rf"({_TOKEN}) ([^ \r\n]+) (HTTP/1\.[01])(?:\r\n{_TOKEN}:[^\r\n]*)*\Z")
-_LINE = re.compile(rf"{_TOKEN}:[^\r\n]*\Z")
-_FIELDS = re.compile(
-    r"\r\n(content-length|transfer-encoding|connection|x-sentry-auth):([^\r\n]*)", re.IGNORECASE
-)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_VERSIONS = ("HTTP/1.1", "HTTP/1.0")
+_WANTED = ("content-length", "transfer-encoding", "connection", "x-sentry-auth")
+_NAMES: dict[str, str] = {}  # header names seen, valid tokens: lower case, "" if not wanted
 _KEY = re.compile(r"(?:\A(?:[Ss]entry +)?|,)[ \t]*sentry_key[ \t]*=[ \t]*([^, \t]*)")
 _PATH = re.compile(r"/api/[0-9]{1,20}/envelope/\Z")
 _DIGITS = re.compile(r"[0-9]{1,20}\Z")
@@ -178,15 +176,25 @@ class _Connection(asyncio.Protocol):
             self.timer = self.loop.call_at(self.pending[0][0], self._flush)
 
     def _head(self, text: str) -> None:
-        head = _REQUEST.match(text)
-        if head is None:
-            line = next((n for n in text.split("\r\n") if not _LINE.match(n)), text)
-            raise _HttpError(400, f"malformed request head at {line[:80]!r}")
-        method, target, version = head.groups()
+        lines = text.split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not _TOKEN.match(parts[0]) or parts[2] not in _VERSIONS:
+            raise _HttpError(400, f"malformed request line {lines[0][:80]!r}")
+        method, target, version = parts
         length = encoding = auth = None
         connection = ""
-        for field in _FIELDS.finditer(text):  # only the headers this server looks at
-            key, value = field[1].lower(), field[2].strip(" \t")
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            key = _NAMES.get(name)
+            if key is None or not colon:
+                if not colon or not _TOKEN.match(name):
+                    raise _HttpError(400, f"malformed header line {line[:80]!r}")
+                key = name.lower() if name.lower() in _WANTED else ""
+                if len(_NAMES) < 10_000:  # names repeat: each is checked once
+                    _NAMES[name] = key
+            if not key:
+                continue
+            value = value.strip(" \t")
             if key == "content-length":
                 if length is not None and length != value:
                     raise _HttpError(400, "conflicting Content-Length headers")

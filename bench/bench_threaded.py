@@ -44,23 +44,37 @@ SETTLE = 1.0  # seconds without a new sink line after which a count is final
 SDK_QUEUE = DEFAULT_OPTIONS["transport_queue_size"]  # 100: sentry_sdk drops beyond this
 
 
+SERVERS = {
+    "lean": "lean (python -m sentry_transport.testing --lean: answers after the head's checks, "
+    "bodies counted and skipped, not decompressed or parsed; received = its 200 count)",
+    "sink": "sink (python -m sentry_transport.testing: every body decompressed and parsed; "
+    "received = event ids answered 200)",
+}
+
 # -- the sink, in its own process ------------------------------------------------------------
 
 
 class SinkProcess:
-    """``python -m sentry_transport.testing`` in a subprocess, on 127.0.0.1.
+    """``python -m sentry_transport.testing [--lean]`` in a subprocess, on 127.0.0.1.
 
-    Without ``--quiet`` the sink prints its DSN, then one line per request:
-    ``<event_id> <item types> <status>``. A reader thread records the event ids answered
-    200. ``paused()`` stops the reader while a measurement runs, so this process spends no
-    time on the sink's output (it waits in the pipe and in the sink's own queue).
+    The sink (``server="sink"``) prints its DSN, then one line per request:
+    ``<event_id> <item types> <status>``; the reader thread records the event ids answered
+    200. The lean server (``server="lean"``, the default) does not parse bodies, so it knows
+    no event ids: it prints ``count <requests> <answered 200> <body bytes>`` when its totals
+    change (every 0.1 s at most), and a run's "received" is the growth of the 200 count over
+    the run, less the warm-up, at most the number sent. ``paused()`` stops the reader while a
+    measurement runs, so this process spends no time on the server's output (it waits in
+    the pipe and, for the sink, in its own queue).
     """
 
-    def __init__(self, latency: float = 0.0) -> None:
+    def __init__(self, latency: float = 0.0, server: str = "lean") -> None:
         self.command = [sys.executable, "-m", "sentry_transport.testing", "--port", "0"]
+        self.command += ["--lean"] if server == "lean" else []
         if latency:
             self.command += ["--latency", str(latency)]
+        self.lean = server == "lean"
         self._seen: set[str] = set()
+        self._accepted = 0  # lean: the server's count of 200 answers
         self._last_line = time.monotonic()
         self._lock = threading.Lock()
         self._reading = threading.Event()
@@ -86,7 +100,9 @@ class SinkProcess:
             event_id, types, status, *_ = [*line.rstrip("\n").split(" ", 3), "", ""]
             with self._lock:
                 self._last_line = time.monotonic()
-                if status == "200" and "event" in types.split(","):
+                if self.lean and event_id == "count":
+                    self._accepted = int(status)
+                elif status == "200" and "event" in types.split(","):
                     self._seen.add(event_id)
 
     @contextlib.contextmanager
@@ -99,13 +115,27 @@ class SinkProcess:
                 self._last_line = time.monotonic()  # lines held back are not a silence
             self._reading.set()
 
-    def received(self, event_ids: set[str], limit: float = 15.0) -> int:
-        """How many of ``event_ids`` the sink accepted: waits until all are seen, or no new
-        line came for ``SETTLE`` seconds, or ``limit`` seconds passed."""
-        deadline = time.monotonic() + limit
+    def mark(self) -> int:
+        """Lean: the 200 count once it has not moved for 0.3 s (call before a run)."""
+        deadline = time.monotonic() + SETTLE * 5
+        while self.lean and time.monotonic() < deadline:
+            with self._lock:
+                if time.monotonic() - self._last_line >= 0.3:
+                    return self._accepted
+            time.sleep(0.05)
+        return self._accepted
+
+    def received(self, event_ids: set[str], mark: int = 0, warmup: int = 0) -> int:
+        """How many of ``event_ids`` the server accepted (lean: how many 200 answers since
+        ``mark``, less ``warmup``): waits until all are seen, or no new line came for
+        ``SETTLE`` seconds, or 15 s passed."""
+        deadline = time.monotonic() + 15.0
         while True:
             with self._lock:
-                got = len(event_ids & self._seen)
+                if self.lean:
+                    got = min(len(event_ids), max(0, self._accepted - mark - warmup))
+                else:
+                    got = len(event_ids & self._seen)
                 quiet = time.monotonic() - self._last_line
             if got == len(event_ids) or quiet >= SETTLE or time.monotonic() >= deadline:
                 return got
@@ -258,6 +288,7 @@ def run(
     events = events_like(template, warmup + count)
     envelopes = [peer.envelope(event) for event in events]
     ids = {event["event_id"] for event in events[warmup:]}
+    mark = sink.mark()
     transport = peer.open(sink.dsn)
     capture = transport.capture_envelope
     step = batch or count
@@ -284,7 +315,7 @@ def run(
         delivered, lost = peer.counts(transport)
     finally:
         peer.close(transport)
-    received = sink.received(ids)
+    received = sink.received(ids, mark, warmup)
     return Run(count, seconds, received, delivered - warm_delivered, lost - warm_lost, call_ns)
 
 
@@ -388,6 +419,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per peer and metric")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply event counts")
+    parser.add_argument(
+        "--server",
+        choices=("lean", "sink"),
+        default="lean",
+        help="the server process: lean (bodies counted, not decoded; 'received' from its 200 "
+        "count) or sink (every body parsed; 'received' by event id); default lean",
+    )
     args = parser.parse_args(argv)
     reps = args.repeats
 
@@ -399,13 +437,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {describe_peers()}")
     print(f"events: small {json_size(small):,} B JSON, large {json_size(large):,} B JSON")
-    print(f"repeats: {reps} per peer (medians shown); the sink runs in its own process\n")
+    print(f"repeats: {reps} per peer (medians shown); the server runs in its own process")
+    print(f"server: {SERVERS[args.server]}\n")
 
     rows: list[Row] = []
     checks: list[str] = []
     started = time.perf_counter()
 
-    with SinkProcess() as sink:
+    with SinkProcess(server=args.server) as sink:
         sink_command = shlex.join(sink.command)
         # 1. caller cost, paced (batches of 50, a flush between) so that neither peer drops
         count = n(2000)
@@ -424,21 +463,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(rate_row("small ~1 KB, free-running (ours only): envelopes/s", free))
         checks.append(delivery_line(f"small, free-running, {count}", free))
 
-    with SinkProcess() as sink:  # a fresh sink: it keeps every request in memory
+    with SinkProcess(server=args.server) as sink:  # a fresh sink: it keeps every request in memory
         # 3. 100 KB events
         count = n(300)
         big = repeat(reps, count, sink=sink, template=large, batch=90)
         rows.append(rate_row("100 KB, batches of 90: envelopes/s", big))
         checks.append(delivery_line(f"100 KB, batches of 90, {count}", big))
 
-    with SinkProcess(latency=0.02) as sink:
+    with SinkProcess(0.02, args.server) as sink:
         # 4. the sink waits 20 ms before every answer
         counts = {OURS: n(1000), SDK: n(300)}
         slow = repeat(reps, n(1000), sink=sink, template=small, batch=90, counts=counts)
         rows.append(rate_row("small, sink +20 ms/request, batches of 90: envelopes/s", slow))
         checks.append(delivery_line("small, sink +20 ms", slow))
 
-    with SinkProcess() as sink:
+    with SinkProcess(server=args.server) as sink:
         # 5. a burst captured in a tight loop, then one flush(30)
         count = n(3000)
         burst = repeat(reps, count, sink=sink, template=small, batch=None)
@@ -453,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(rows)
     print("\nreceived at the sink / sent (the transport's own count: delivered, lost), per run:")
     print("\n".join(checks))
-    print(f"\nsink: {sink_command} (a fresh one per scenario; +20 ms: --latency 0.02)")
+    print(f"\nserver: {sink_command} (a fresh one per scenario; +20 ms: --latency 0.02)")
     print(f"total time: {time.perf_counter() - started:.0f} s")
     return 0
 

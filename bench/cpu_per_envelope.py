@@ -4,14 +4,15 @@ With --baseline also threaded/sync/asyncio at an older version; each peer in its
 
 Every (peer, scenario, repeat) is one child process (``--child``), so that
 ``getrusage(RUSAGE_SELF)`` (user + system, all threads) counts that client and nothing else.
-The sink (``python -m sentry_transport.testing --quiet``) is a further process. A child
+The server (``python -m sentry_transport.testing --lean --quiet`` by default, the full sink
+with ``--server sink``) is a further process. A child
 builds its envelopes first, then times capture + flush, then asks the transport how many it
 delivered. The gevent and eventlet children monkey-patch before anything else is imported.
 See bench/README.md for the columns and the targets checked at the bottom.
 
     .venv/bin/python bench/cpu_per_envelope.py [--repeats 3] [--scale 1.0] [--baseline DIR]
         [--peers threaded,gevent,...] [--scenarios small,slow,100kb,100ms]
-        [--variants installed,plain,fast,zstd] [--spool]
+        [--variants installed,plain,fast,zstd] [--spool] [--server lean|sink]
 
 --spool adds a row per peer with the disk spool on (``spool_dir`` a fresh temporary folder
 per run) and checks that it keeps at least half the throughput of the same peer without it.
@@ -389,11 +390,20 @@ class Outcome:
         return self.data["cpu"] / delivered * 1e6 if delivered else None
 
 
-class Sink:
-    """``python -m sentry_transport.testing --quiet`` in its own process; prints its DSN."""
+SERVERS = {
+    "lean": "lean (python -m sentry_transport.testing --lean: answers after the head's checks, "
+    "bodies counted and skipped, not decompressed or parsed)",
+    "sink": "sink (python -m sentry_transport.testing: every body decompressed and parsed)",
+}
 
-    def __init__(self, latency: float) -> None:
+
+class Sink:
+    """``python -m sentry_transport.testing --quiet [--lean]`` in its own process; prints its
+    DSN. ``server``: ``lean`` (counts bodies, does not decode them) or ``sink`` (the full one)."""
+
+    def __init__(self, latency: float, server: str = "lean") -> None:
         self.command = [sys.executable, "-m", "sentry_transport.testing", "--port", "0"]
+        self.command += ["--lean"] if server == "lean" else []
         self.command += ["--quiet"] + (["--latency", str(latency)] if latency else [])
         env = dict(os.environ, PYTHONPATH=str(REPO_SRC))
         self._errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 -- closed in stop()
@@ -832,16 +842,16 @@ def parent(args: argparse.Namespace) -> int:
         f"repeats {args.repeats} (medians; order alternates), scale {args.scale}; each run a "
         f"process of its own, timeout {args.timeout:g} s; sdk in batches of {BATCH} with a "
         "flush between, ours free-running then one flush (loops and hubs yielded to every "
-        f"{BATCH}); CPU = getrusage user+sys over capture..flush\n",
-        flush=True,
+        f"{BATCH}); CPU = getrusage user+sys over capture..flush",
     )
+    print(f"server: {SERVERS[args.server]}\n", flush=True)
 
     started = time.perf_counter()
     results: dict[Scenario, dict[Peer, Summary]] = {}
     sinks: list[str] = []
     for scenario in scenarios:
         summaries = {peer: Summary(peer, []) for peer in peers}
-        with Sink(scenario.latency) as sink:
+        with Sink(scenario.latency, args.server) as sink:
             sinks.append(shlex.join(["python", *sink.command[1:]]))
             for r in range(args.repeats):
                 for peer in peers if r % 2 == 0 else list(reversed(peers)):
@@ -866,7 +876,7 @@ def parent(args: argparse.Namespace) -> int:
         " what stats() reports after the flush ('-': not reported); max tasks: asyncio tasks"
         " on the loop besides the benchmark's own, sampled likewise."
     )
-    print("sinks, one per scenario: " + "; ".join(sinks))
+    print("servers, one per scenario: " + "; ".join(sinks))
     failed = print_targets(results)
     if args.spool:
         failed += print_spool_targets(results)
@@ -895,6 +905,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--variants",
         metavar="A,B",
         help=f"how our peers run: {','.join(VARIANTS)} (see bench/README.md); default installed",
+    )
+    parser.add_argument(
+        "--server",
+        choices=tuple(SERVERS),
+        default="lean",
+        help="the server process: lean (bodies counted, not decoded) or sink; default lean",
     )
     parser.add_argument("--timeout", type=float, default=CHILD_TIMEOUT, help="per child run")
     parser.add_argument("--spool", action="store_true", help="also each peer with spool_dir set")

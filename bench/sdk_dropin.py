@@ -2,13 +2,13 @@
 side by side: envelopes/s and client CPU per envelope, through the sdk's public API.
 
 Every (peer, scenario, repeat) is a child process (``--child``), so that
-``getrusage(RUSAGE_SELF)`` (user + system, all threads) counts one client; the sink
-(``python -m sentry_transport.testing --port 0 --quiet [--latency 0.02]``) is a further
-process, one per scenario. A child calls ``sentry_sdk.init`` (default integrations), warms
-up with a few messages, then times ``capture_message`` through the final ``flush``. See
-bench/README.md for the columns.
+``getrusage(RUSAGE_SELF)`` (user + system, all threads) counts one client; the server
+(``python -m sentry_transport.testing --lean --port 0 --quiet [--latency 0.02]``, or the full
+sink without ``--lean`` with ``--server sink``) is a further process, one per scenario. A
+child calls ``sentry_sdk.init`` (default integrations), warms up with a few messages, then
+times ``capture_message`` through the final ``flush``. See bench/README.md for the columns.
 
-    .venv/bin/python bench/sdk_dropin.py [--repeats 3] [--scale 1.0]
+    .venv/bin/python bench/sdk_dropin.py [--repeats 3] [--scale 1.0] [--server lean|sink]
 """
 
 from __future__ import annotations
@@ -112,12 +112,20 @@ def delivered(kind: str, client: Any, counted: Any) -> int:
 # -- the parent: sinks, children, table --------------------------------------------------------
 
 
-class SinkProcess:
-    """``python -m sentry_transport.testing --port 0 --quiet`` in its own process."""
+SERVERS = {
+    "lean": "lean (python -m sentry_transport.testing --lean: answers after the head's checks, "
+    "bodies counted and skipped, not decompressed or parsed)",
+    "sink": "sink (python -m sentry_transport.testing: every body decompressed and parsed)",
+}
 
-    def __init__(self, latency: float) -> None:
+
+class SinkProcess:
+    """``python -m sentry_transport.testing --port 0 --quiet [--lean]`` in its own process."""
+
+    def __init__(self, latency: float, server: str = "lean") -> None:
         self.command = [sys.executable, "-m", "sentry_transport.testing", "--port", "0"]
-        self.command += ["--quiet"] + (["--latency", str(latency)] if latency else [])
+        self.command += (["--lean"] if server == "lean" else []) + ["--quiet"]
+        self.command += ["--latency", str(latency)] if latency else []
         self._errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 -- closed in stop()
         self._proc = subprocess.Popen(
             self.command,
@@ -303,15 +311,15 @@ def parent(args: argparse.Namespace) -> int:
     print(
         f"repeats {args.repeats} (medians; order alternates); each run a process of its own; "
         f"capture = sentry_sdk.capture_message, flush = client.flush({FLUSH_TIMEOUT:g}) after "
-        f"each batch; CPU = getrusage user+sys over capture..flush\n",
-        flush=True,
+        f"each batch; CPU = getrusage user+sys over capture..flush",
     )
+    print(f"server: {SERVERS[args.server]}\n", flush=True)
     started = time.perf_counter()
     results: dict[Scenario, dict[str, Runs]] = {}
     sinks: list[str] = []
     for scenario in scenarios:
         runs = {kind: Runs() for kind in PEERS}
-        with SinkProcess(scenario.latency) as sink:
+        with SinkProcess(scenario.latency, args.server) as sink:
             sinks.append(shlex.join(["python", *sink.command[1:]]))
             for r in range(args.repeats):
                 for kind in PEERS if r % 2 == 0 else tuple(reversed(PEERS)):
@@ -336,7 +344,7 @@ def parent(args: argparse.Namespace) -> int:
         "(sentry_sdk's event processing included: the same for both); '!': fewer delivered "
         "than captured (sentry_sdk's own drops past its queue of 100)."
     )
-    print("sinks, one per scenario: " + "; ".join(sinks))
+    print("servers, one per scenario: " + "; ".join(sinks))
     print(f"total time: {time.perf_counter() - started:.0f} s")
     return 0
 
@@ -345,6 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per peer and scenario")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply event counts")
+    parser.add_argument(
+        "--server",
+        choices=tuple(SERVERS),
+        default="lean",
+        help="the server process: lean (bodies counted, not decoded) or sink; default lean",
+    )
     parser.add_argument("--timeout", type=float, default=CHILD_TIMEOUT, help="per child run")
     parser.add_argument("--child", choices=PEERS, dest="kind", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)

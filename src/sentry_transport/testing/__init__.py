@@ -9,7 +9,9 @@
 
 Script failures with ``sink.script(Respond(429, {"Retry-After": "1"}), Reset(), Hang(2))``:
 each request takes the next behaviour, then ``sink.default`` applies. Run a sink in the
-foreground with ``python -m sentry_transport.testing [--port P] [--latency S] [--quiet]``.
+foreground with ``python -m sentry_transport.testing [--port P] [--latency S] [--quiet]``;
+``--lean`` runs ``lean.LeanServer`` instead, for benchmarks: the same routes, key and limits,
+but bodies are counted and skipped, never decoded or recorded.
 
 How it is built: each server runs an asyncio event loop in its own daemon thread
 (``_server``) and reads requests with a small HTTP/1.1 reader (``_http``). The sink

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._record import Received
+from .lean import LeanServer
 from .sink import Sink
 
 
@@ -31,6 +32,50 @@ def _describe(record: Received) -> str:
     return line
 
 
+def _lean(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--lean``: a ``LeanServer`` in the foreground until SIGINT or SIGTERM."""
+    try:
+        server = LeanServer(
+            host=args.host,
+            port=args.port,
+            project_id=args.project_id,
+            public_key=args.public_key,
+            latency=args.latency,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    done = threading.Event()
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    previous = _on_signals(lambda signum, frame: done.set())
+    try:
+        print(server.dsn, flush=True)
+        shown = None
+        while not done.wait(0.1):
+            if args.quiet:
+                continue
+            totals = (server.requests, server.statuses[200], server.body_bytes)
+            if totals != shown:
+                print("count {} {} {}".format(*totals), flush=True)
+                shown = totals
+    finally:
+        server.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
+
+
+def _on_signals(handler: Any) -> dict[signal.Signals, Any]:
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a sink in the foreground: print its DSN, then a line per request, until a signal."""
     parser = argparse.ArgumentParser(
@@ -43,7 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--project-id", default="42")
     parser.add_argument("--public-key", default="public")
     parser.add_argument("--quiet", action="store_true", help="print only the DSN")
+    parser.add_argument(
+        "--lean",
+        action="store_true",
+        help="a lean server for benchmarks: bodies are counted, not decoded; without --quiet "
+        "it prints 'count <requests> <2xx answers> <body bytes>' when the totals change",
+    )
     args = parser.parse_args(argv)
+    if args.lean:
+        return _lean(parser, args)
 
     done = threading.Event()
     lines: queue.SimpleQueue[Received | None] = queue.SimpleQueue()
@@ -70,10 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
-    previous: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, on_signal)
+    previous = _on_signals(on_signal)
     try:
         print(sink.dsn, flush=True)
         while not done.is_set():

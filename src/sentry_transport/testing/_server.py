@@ -163,14 +163,7 @@ class _ServerThread:
         self._stop_event = asyncio.Event()
         port = self._requested_port or self._port or 0
         try:
-            server = await asyncio.start_server(
-                self._accept,
-                self._host,
-                port,
-                ssl=self._ssl_context,
-                limit=MAX_HEAD,
-                backlog=1024,
-            )
+            server = await self._listen(port)
         except Exception as exc:
             failure.append(exc)
             ready.set()
@@ -181,8 +174,7 @@ class _ServerThread:
             await self._stop_event.wait()
         finally:
             server.close()
-            for writer in list(self._writers):
-                writer.transport.abort()
+            self._abort_connections()
             tasks = [task for task in self._tasks if not task.done()]
             for task in tasks:
                 task.cancel()
@@ -190,6 +182,16 @@ class _ServerThread:
                 await asyncio.wait(tasks, timeout=2.0)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
+
+    async def _listen(self, port: int) -> asyncio.Server:
+        """Bind and listen; each connection runs ``_accept`` (a subclass may serve otherwise)."""
+        return await asyncio.start_server(
+            self._accept, self._host, port, ssl=self._ssl_context, limit=MAX_HEAD, backlog=1024
+        )
+
+    def _abort_connections(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
 
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")

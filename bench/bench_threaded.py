@@ -35,7 +35,7 @@ from sentry_sdk.transport import HttpTransport
 
 import sentry_transport
 from sentry_transport import Envelope, TransportOptions, make_transport
-from sentry_transport.core.compress import DEFAULT_LEVELS
+from sentry_transport.core.compress import default_level
 
 FLUSH_TIMEOUT = 30.0
 SINK_START_TIMEOUT = 15.0
@@ -392,7 +392,7 @@ def rate_row(metric: str, results: dict[Peer, list[Run]]) -> Row:
 
 def describe_peers() -> str:
     ours = TransportOptions()
-    level = ours.compression_level or DEFAULT_LEVELS[ours.compression]
+    level = ours.compression_level or default_level(ours.compression)
     probe = Sdk().open("http://public@127.0.0.1:9/42")  # never sends: no worker started
     sdk = f"{probe._compression_algo} {probe._compression_level}"
     return (

@@ -123,8 +123,13 @@ class Workers(Sender):
                     self._grow()
             return
         size = self.runtime.measure(envelope)
+        wake = None
+        spawn = False
         with self.lock:
             job = engine.submit(envelope, wall(), size)
+            if job is not None and not self.inline and self.spool is None:
+                wake = self.idle.pop() if self.idle else None  # (one lock round: see _kick)
+                spawn = wake is None and self._may_start(first=True)
         if job is None:
             return
         if self.inline:
@@ -132,8 +137,10 @@ class Workers(Sender):
                 self.runtime.run(self._send_now(job))
         elif self.spool is not None:
             self.spool.kick()
-        else:
-            self._kick()
+        elif wake is not None:
+            wake.set()
+        elif spawn:
+            self._spawn()
 
     def _kick(self) -> None:
         with self.lock:

@@ -90,7 +90,7 @@ class Answers:
         self._ready.extendleft(reversed(given_back))  # first again, in their order
 
     def _on_response(self, attempt: Attempt, response: Response, now: float) -> None:
-        self.limits = self.limits.update(response.status, response.headers, now).pruned(now)
+        self.limits = self.limits.after(response.status, response.headers, now)
         outcome = _request.classify(response.status)
         if self.spool is not None:
             self.spool.recovered()

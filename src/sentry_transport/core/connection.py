@@ -219,12 +219,12 @@ class HttpConnection:
                         yield (stream.close,)
                     return
                 i = done - start
-                until = self._until(max(written[i], last), timeout, deadline)
                 quick = quick_response(self._rest, self._memo) if self._rest else None
                 try:
                     if quick is not None:  # the next answer came with an earlier one's bytes
                         response, self._rest = quick
                     else:
+                        until = self._until(max(written[i], last), timeout, deadline)
                         response = yield from self._read(until, stale_check=True)
                 except (StaleConnection, ConnectionResetError):
                     if not fresh:
@@ -268,8 +268,9 @@ class HttpConnection:
         """Write requests back to back, small ones in one call."""
         send, until = self.stream.send, self._until(now, timeout, deadline)
         pending: list[bytes] = []
+        origin_form = self.proxy is None or self.dsn.scheme == "https"
         for request in batch:
-            pending.append(self._head(request))
+            pending.append(request.head if request.head and origin_form else self._head(request))
             if len(request.body) < _SMALL_BODY:
                 pending.append(request.body)
             else:

@@ -26,18 +26,23 @@ from .envelope import Item
 DEFAULT_RETRY_AFTER = 60.0
 MAX_LIMIT = 3600.0  # seconds: the longest a single answer can limit us for
 ALL = "*"  # the key under which a limit on every category is kept
+_HEADER = "X-Sentry-Rate-Limits"
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 def header(headers: Headers, name: str) -> str | None:
     """First value of a header, case-insensitively, from a mapping or (name, value) pairs."""
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    pairs = headers if type(headers) is tuple else _pairs(headers)  # (answers: tuples)
     lowered = name.lower()
     for key, value in pairs:
         if key.lower() == lowered:
             return value
     return None
+
+
+def _pairs(headers: Headers) -> Iterable[tuple[str, str]]:
+    return headers.items() if isinstance(headers, Mapping) else headers
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class RateLimits:
     def update(self, status: int, headers: Headers, now: float) -> RateLimits:
         """The state after a response: its limits merged in (the longer deadline wins)."""
         new: dict[str, float] = {}
-        raw = header(headers, "X-Sentry-Rate-Limits")
+        raw = header(headers, _HEADER)
         if raw is not None and raw.strip():  # an empty header is no header
             for category, seconds in parse_rate_limits(raw):
                 _keep_longer(new, category, now + min(seconds, MAX_LIMIT))
@@ -63,6 +68,12 @@ class RateLimits:
         for category, deadline in new.items():
             _keep_longer(merged, category, deadline)
         return RateLimits(MappingProxyType(merged))
+
+    def after(self, status: int, headers: Headers, now: float) -> RateLimits:
+        """``update`` then ``pruned``: the state after a response, at ``now``."""
+        if not self.deadlines and status != 429 and header(headers, _HEADER) is None:
+            return self  # the usual: nothing limited, and nothing new
+        return self.update(status, headers, now).pruned(now)
 
     def limited_until(self, category: str, now: float) -> float | None:
         """When the limit on ``category`` lifts, or None if it is not limited at ``now``."""

@@ -136,6 +136,8 @@ def build(
     headers: tuple[tuple[str, str], ...] = (*heads.headers, ("Content-Length", str(length)))
     if chosen:
         headers += (("Content-Encoding", chosen),)
-    return Request(
-        heads.url, heads.target, headers, body, len(raw), chosen, head=heads.head(length, chosen)
-    )
+    if chosen:
+        head = heads.head(length, chosen)
+    else:  # (Heads.head, inline: the usual small body)
+        head = b"%sContent-Length: %d\r\n\r\n" % (heads.prefix, length)
+    return Request(heads.url, heads.target, headers, body, len(raw), chosen, head=head)

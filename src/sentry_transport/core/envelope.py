@@ -122,13 +122,7 @@ class Item:
 
     def header_bytes(self) -> bytes:
         """The item header line as sent, with ``length`` set to the payload size."""
-        payload = self.payload
-        raw = self._raw_header
-        if raw is not None and _raw_still_valid(raw, self.headers, payload):
-            return raw
-        headers = dict(self.headers)
-        headers["length"] = len(payload)
-        return dumps(headers)
+        return _item_header(self, self.payload)
 
     def __repr__(self) -> str:
         return f"<Item type={self.headers.get('type')!r} headers={len(self.headers)}>"
@@ -285,7 +279,8 @@ class Envelope:
         a copy of the envelope."""
         chunks = [dumps({**self.headers, "sent_at": sent_at})]
         for item in self.items:
-            chunks += (b"\n", item.header_bytes(), b"\n", item.payload)
+            payload = item.payload
+            chunks += (b"\n", _item_header(item, payload), b"\n", payload)
         return b"".join(chunks)
 
     def serialize_into(self, file: IO[bytes]) -> int:
@@ -322,6 +317,14 @@ def _loads_or_none(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return None
+
+
+def _item_header(item: Item, payload: bytes) -> bytes:
+    """``item.header_bytes()`` for its ``payload``."""
+    raw = item._raw_header
+    if raw is not None and _raw_still_valid(raw, item.headers, payload):
+        return raw
+    return dumps({**item.headers, "length": len(payload)})
 
 
 def _raw_still_valid(raw: bytes, headers: Mapping[str, Any], payload: bytes) -> bool:

@@ -281,18 +281,19 @@ class Workers(Sender):
             conn.stream.close_now()
 
     def _batch(self) -> int:
-        """Jobs to take this round: a share of the backlog, of about PIPELINE_BYTES at most
-        (large envelopes: a few at a time, so that encoding them comes in small steps). While
-        round trips are slow or not yet measured (the server's latency limits), the share
-        fills one pipeline (one job without pipelining) and the rest is spread over the
-        workers."""
+        """Jobs to take this round, about PIPELINE_BYTES at most (large envelopes: a few at a
+        time, so that encoding them comes in small steps). Against a fast server, a share of
+        the backlog (the workers' CPU limits: each takes part). While round trips are slow or
+        not yet measured (the server's latency limits), a full pipeline (one job without
+        pipelining): a round trip costs the same for 1 request as for 16, so a backlog split
+        evenly over the workers would go out as many part-filled pipelines, each a round trip.
+        """
         engine = self.engine
-        share = engine.ready // max(1, self.workers)
         size = engine.queued_bytes // max(1, engine.queued)  # an average job's
-        share = min(share, PIPELINE_BYTES // max(1, size))
+        most = PIPELINE_BYTES // max(1, size)
         if not 0.0 < self.round_trip <= SLOW_ROUND_TRIP:
-            return max(1, min(self.pipelining.depth, share))
-        return max(1, min(MAX_BATCH, share))
+            return max(1, min(self.pipelining.depth, most))
+        return max(1, min(MAX_BATCH, most, engine.ready // max(1, self.workers)))
 
     def _drain(self) -> Steps:
         """Move the inbox into the engine; sizes are measured outside the lock."""

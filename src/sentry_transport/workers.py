@@ -41,9 +41,21 @@ from .sending import Connection, Sender, Steps
 from .spooler import SpoolWorker
 
 INBOX_UNMEASURED = 64  # envelopes held before they are measured, at the most
-PIPELINED_IN_FLIGHT = 64  # while pipelining, connections grow to carry this many requests
+PIPELINED_IN_FLIGHT = 128  # while pipelining, connections grow to carry this many requests
 RTT_WINDOW = 32  # round trips per window of the fastest-round-trip estimate
 HANGING = 0.05  # a request in flight this long says the server is slow before it answers
+# Round trips measured before their fastest may say the server is slow (grow past
+# BASE_CONNECTIONS): against a near server a busy process's first few can all have waited
+# for the GIL or the CPU (seen: 4 of 3-13 ms against a sink answering in well under 1 ms).
+SURE_SAMPLES = 8
+# A far server: the fastest of at least FAR_SAMPLES round trips this slow, while the process
+# used less than FAR_CPU of a core. Then the workers the backlog needs start at once, not one
+# per round (see _timed). Against a near server round trips also read slow at times, waiting
+# for the GIL (a switch interval is 5 ms) or for a loaded server, but not all of them, and
+# the process is then mostly busy: the first answers on two sockets alone are not enough.
+FAR = 0.01
+FAR_SAMPLES = 2
+FAR_CPU = 0.5
 
 
 wall = time.time  # the engine's clock (rate limits, sent_at)
@@ -88,6 +100,7 @@ class Workers(Sender):
         self.inline_conn: Connection | None = None
         self.round_trip = 0.0  # the fastest round trip of the last 32 to 64 (0: none yet)
         self._fastest = (float("inf"), float("inf"), 0)  # this window's, the last one's, n
+        self.samples = 0  # round trips measured (counted up to RTT_WINDOW)
         self.cpu_busy = 0.0  # process CPU seconds per second in the last round
         self.failing: str | None = None  # what the last warning said is wrong
         self.pid = os.getpid()
@@ -165,6 +178,28 @@ class Workers(Sender):
         if spawn:
             self._spawn()
 
+    def _timed(self, seconds: float, started: float, cpu: float) -> None:
+        """A round trip measured (as soon as its answer is read). Against a far server, start
+        the workers the backlog can fill (a pipeline each) now: waiting for the next round,
+        one worker per round, would cost a round trip per worker."""
+        self._sample(seconds)
+        if self.round_trip < FAR or self.samples < FAR_SAMPLES or self.engine.stopped:
+            return
+        busy = (time.process_time() - cpu) / max(monotonic() - started, 1e-6)
+        if busy >= FAR_CPU or self.inline:
+            return
+        depth, most = self.pipelining.depth, self._most_connections()
+        with self.lock:
+            backlog = self.engine.ready + len(self.inbox)
+            count = 0
+            while backlog > count * depth and should_grow(
+                self.workers, len(self.idle), backlog, self.round_trip, busy, most
+            ):
+                self.workers += 1
+                count += 1
+        for _ in range(count):
+            self._spawn()
+
     def _may_start(self, first: bool) -> bool:
         """Under the lock: count a new worker in if one should start now."""
         if self.inline or self.engine.stopped:
@@ -184,7 +219,8 @@ class Workers(Sender):
         now = monotonic()
         connections = tuple(self.connections)  # one C call: safe without the lock
         hanging = max([now - c.since for c in connections if c.since], default=0.0)
-        return max(self.round_trip, hanging if hanging > HANGING else 0.0)
+        measured = self.round_trip if self.samples >= SURE_SAMPLES else 0.0
+        return max(measured, hanging if hanging > HANGING else 0.0)
 
     def _sample(self, seconds: float) -> None:
         current, last, count = self._fastest
@@ -193,6 +229,8 @@ class Workers(Sender):
             last, current, count = current, float("inf"), -1
         self._fastest = (current, last, count + 1)
         self.round_trip = min(current, last)
+        if self.samples < RTT_WINDOW:
+            self.samples += 1
 
     def _spawn(self) -> None:
         try:

@@ -145,7 +145,16 @@ def test_no_ramp_for_a_near_server_a_busy_process_or_one_slow_answer(pump: Pump)
         assert _ramp(pump, 0.020, 500, **case) == []  # type: ignore[arg-type]
 
 
-def test_connections_grow_to_carry_128_requests_while_pipelining(pump: Pump) -> None:
+def test_connections_grow_to_carry_64_requests_while_pipelining_128_when_far(pump: Pump) -> None:
+    assert pump._most_connections() == 4  # 4 x 16 in flight
+    pump._sample(0.005)
+    pump._sample(0.005)
+    assert pump._most_connections() == 4  # slow, not far: 64 is 12,800/s at 5 ms
+    pump._sample(0.02)
+    assert pump._most_connections() == 4  # one far round trip: the fastest still says 5 ms
+    pump.round_trip, pump._fastest, pump.samples = 0.0, (float("inf"), float("inf"), 0), 0
+    pump._sample(0.02)
+    pump._sample(0.02)
     assert pump._most_connections() == 8  # 8 x 16 in flight
     pump.pipelining.refuse("no pipelining here")
     assert pump._most_connections() == pump.options.max_connections == 16

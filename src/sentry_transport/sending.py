@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import delivery
@@ -99,7 +99,7 @@ class Sender:
         attempts: list[Attempt],
         deadline: float,
         results: list[tuple[Attempt, Result]],
-        timed: Any,
+        timed: Callable[[float], None],
     ) -> Steps:
         """Several requests in flight on ``conn``; those it leaves unanswered go back."""
         sending = []
@@ -133,7 +133,7 @@ class Sender:
         attempts: list[Attempt],
         deadline: float,
         results: list[tuple[Attempt, Result]],
-        timed: Any,
+        timed: Callable[[float], None],
     ) -> Steps:
         """One request at a time (a runtime's own HTTP client; a batch of one)."""
         for attempt in attempts:

@@ -105,6 +105,27 @@ def test_a_new_socket_sends_one_alone_until_a_keep_alive_answer_unless_proven() 
     assert conn.pipelining.proven  # a request written behind another came back
 
 
+def test_a_new_socket_fills_its_window_once_another_socket_got_a_keep_alive_answer() -> None:
+    server = Server([OK], [OK * 4])
+    shared = Pipelining(4)
+    first = HttpConnection(DSN, server, pipelining=shared, clock=Clock())
+    assert send_all(first, 1) == [200]
+    assert shared.kept_alive and not shared.proven
+    second = HttpConnection(DSN, server, pipelining=shared, clock=Clock())
+    assert send_all(second, 4) == [200] * 4
+    assert server.log == ["connect", "send 1", "recv", "connect", "send 4", "recv"]
+
+
+def test_an_answer_to_a_request_alone_is_timed_as_soon_as_it_is_read() -> None:
+    server = Server([OK, OK * 3])
+    conn = connection(server, depth=4, proven=False)
+    seen: list[str] = []
+    run(conn.pipeline(requests(4), 5.0, 0.0, lambda r: not seen.append("answer"), seen.append))
+    # each timing before its answer is handed on; the first of a write with nothing ahead of
+    # it on the socket is timed, those behind it are not
+    assert seen == [0.0, "answer", 0.0, "answer", "answer", "answer"]
+
+
 def test_a_server_closing_after_one_answer_gets_the_rest_again_and_one_at_a_time() -> None:
     # The first socket answers one of three pipelined requests, then ends the stream.
     server = Server([OK], [OK, OK])

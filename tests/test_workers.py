@@ -11,7 +11,7 @@ import pytest
 from sentry_transport import Dsn
 from sentry_transport.pump import Pump
 from sentry_transport.runtime.threads import Threads
-from sentry_transport.workers import HANGING, RTT_WINDOW
+from sentry_transport.workers import HANGING, RTT_WINDOW, SURE_SAMPLES
 
 
 @pytest.fixture
@@ -28,7 +28,23 @@ def test_the_fastest_of_recent_round_trips_is_the_estimate(pump: Pump) -> None:
     pump._sample(0.0003)
     pump._sample(0.006)
     assert pump.round_trip == 0.0003
+    assert pump._slowest() == 0.0  # too few to say the server is slow
+    for _ in range(SURE_SAMPLES - 3):
+        pump._sample(0.008)
     assert pump._slowest() == 0.0003
+
+
+def test_a_few_slow_round_trips_do_not_grow_past_two_workers(pump: Pump) -> None:
+    from sentry_transport import Envelope
+
+    pump.engine.submit(Envelope.for_event({"message": "e"}), 0.0, 1000)
+    pump.workers = 2
+    pump.cpu_busy = 0.0  # measured: the process is far from busy
+    for _ in range(SURE_SAMPLES - 1):
+        pump._sample(0.005)  # waits for the GIL, say
+    assert not pump._growth_due()
+    pump._sample(0.005)
+    assert pump._growth_due()  # consistently slow: latency-bound
 
 
 def test_old_windows_are_forgotten(pump: Pump) -> None:
@@ -44,7 +60,8 @@ def test_a_request_hanging_in_flight_counts_once_it_is_long(pump: Pump) -> None:
 
     conn = Conn()
     pump.connections.add(conn)  # type: ignore[arg-type]
-    pump._sample(0.0003)
+    for _ in range(SURE_SAMPLES):
+        pump._sample(0.0003)
     from sentry_transport import workers
 
     conn.since = workers.monotonic() - HANGING / 2  # in flight, but not long: GIL noise
@@ -74,8 +91,73 @@ def test_batches_fill_a_pipeline_while_slow_and_stay_small_for_large_envelopes(p
     assert pump._batch() == 2  # about 256 KiB
 
 
-def test_connections_grow_to_carry_64_requests_while_pipelining(pump: Pump) -> None:
+def test_a_slow_server_gets_full_pipelines_not_shares_of_the_backlog(pump: Pump) -> None:
+    from sentry_transport import Envelope
+
+    for i in range(20):
+        pump.engine.submit(Envelope.for_event({"message": f"e{i}"}), 0.0, 1000)
+    pump.workers = 8
+    assert pump._batch() == 16  # not measured yet: a full pipeline
+    pump._sample(0.020)
+    assert pump._batch() == 16  # slow: a round trip costs the same for 2 as for 16
+    pump._sample(0.0003)
+    assert pump._batch() == 2  # fast: the CPU limits, each worker takes part
+
+
+def _ramp(
+    pump: Pump, seconds: float, queued: int, busy: bool = False, earlier: int = 1
+) -> list[int]:
+    """Workers started by a timed answer after ``earlier`` others as slow (spawning counted,
+    not done)."""
+    import time
+
+    from sentry_transport import Envelope
+
+    for i in range(queued):
+        pump.engine.submit(Envelope.for_event({"message": f"e{i}"}), 0.0, 1000)
+    pump.workers = 2
+    started: list[int] = []
+    pump._spawn = lambda: started.append(pump.workers)  # type: ignore[method-assign]
+    cpu = time.process_time()
+    if busy:  # the process was on the CPU all along
+        end = time.process_time() + 0.01
+        while time.process_time() < end:
+            pass
+    for _ in range(earlier):
+        pump._sample(seconds)
+    pump._cpu_mark = (time.monotonic() - 0.01, cpu)  # CPU measured from 10 ms ago
+    pump._timed(seconds)
+    return started
+
+
+def test_a_far_server_starts_the_workers_the_backlog_fills_at_once(pump: Pump) -> None:
+    assert len(_ramp(pump, 0.020, 500)) == 6  # 8 x 16 = 128 in flight
+    assert pump.workers == 8 == pump._most_connections()
+
+
+def test_the_ramp_starts_only_as_many_as_the_backlog_fills(pump: Pump) -> None:
+    assert len(_ramp(pump, 0.020, 40)) == 3  # 40 queued: 3 more pipelines of 16
+
+
+def test_no_ramp_for_a_near_server_a_busy_process_or_one_slow_answer(pump: Pump) -> None:
+    assert _ramp(pump, 0.003, 500) == []  # slow-ish: grows a worker per round, as before
+    for case in ({"busy": True}, {"earlier": 0}):  # the CPU limits; GIL noise, maybe
+        pump.engine.reset()
+        pump.round_trip, pump._fastest, pump.samples = 0.0, (float("inf"), float("inf"), 0), 0
+        assert _ramp(pump, 0.020, 500, **case) == []  # type: ignore[arg-type]
+
+
+def test_connections_grow_to_carry_64_requests_while_pipelining_128_when_far(pump: Pump) -> None:
     assert pump._most_connections() == 4  # 4 x 16 in flight
+    pump._sample(0.005)
+    pump._sample(0.005)
+    assert pump._most_connections() == 4  # slow, not far: 64 is 12,800/s at 5 ms
+    pump._sample(0.02)
+    assert pump._most_connections() == 4  # one far round trip: the fastest still says 5 ms
+    pump.round_trip, pump._fastest, pump.samples = 0.0, (float("inf"), float("inf"), 0), 0
+    pump._sample(0.02)
+    pump._sample(0.02)
+    assert pump._most_connections() == 8  # 8 x 16 in flight
     pump.pipelining.refuse("no pipelining here")
     assert pump._most_connections() == pump.options.max_connections == 16
 
@@ -90,3 +172,17 @@ def test_a_runtime_with_its_own_http_client_does_not_pipeline() -> None:
         assert made.pipelining.depth == 1
     finally:
         made.stop()
+
+
+def test_growth_waits_for_the_cpu_to_be_measured(pump: Pump) -> None:
+    from sentry_transport import Envelope
+
+    pump.engine.submit(Envelope.for_event({"message": "e"}), 0.0, 1000)
+    pump.workers = 2
+    for _ in range(SURE_SAMPLES):
+        pump._sample(0.005)
+    assert pump.cpu_busy == 1.0 and not pump._growth_due()  # not measured yet: taken as busy
+    since, cpu = pump._cpu_mark
+    pump._cpu_mark = (since - 1.0, cpu)  # a window (a second, nearly idle) is over
+    pump._measure_cpu()
+    assert pump.cpu_busy < 0.75 and pump._growth_due()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import delivery
@@ -63,7 +63,7 @@ class Sender:
 
     if TYPE_CHECKING:
 
-        def _sample(self, seconds: float) -> None: ...
+        def _timed(self, seconds: float) -> None: ...
 
     def _send(self, conn: Connection, attempts: list[Attempt], deadline: float = 0.0) -> Steps:
         """Encode, send on ``conn`` (pipelined when it can), report every result in one round.
@@ -72,13 +72,14 @@ class Sender:
         a 429's limits apply to them, a network error's backoff to the one that failed.
         """
         generation = self.generation
+        timed = self._timed  # a round trip, as soon as its answer is read
         yield (self.runtime.encode, self.engine.encode, attempts, wall())
         results: list[tuple[Attempt, Result]] = []
         try:
             if isinstance(conn, HttpConnection) and len(attempts) > 1:
-                yield from self._pipelined(conn, attempts, deadline, results)
+                yield from self._pipelined(conn, attempts, deadline, results, timed)
             else:
-                yield from self._one_by_one(conn, attempts, deadline, results)
+                yield from self._one_by_one(conn, attempts, deadline, results, timed)
         finally:
             # Unreported attempts go back: the rest of a batch after a failure, and all of them
             # when the worker is cancelled (asyncio.run cancels every task at the loop's end)
@@ -109,6 +110,7 @@ class Sender:
         attempts: list[Attempt],
         deadline: float,
         results: list[tuple[Attempt, Result]],
+        timed: Callable[[float], None],
     ) -> Steps:
         """Several requests in flight on ``conn``; those it leaves unanswered go back."""
         sending = []
@@ -125,10 +127,9 @@ class Sender:
             self.options.timeout,
             deadline,
             goes_on,
+            timed,  # each request that went out alone: the server's own time
         )
-        for attempt, (result, seconds) in zip(sending, outcomes, strict=False):
-            if seconds > 0.0:  # a request that went out alone: the server's own time
-                self._sample(seconds)
+        for attempt, (result, _) in zip(sending, outcomes, strict=False):
             results.append((attempt, result))
         if self.pipelining.refused != refused:
             delivery.log.info(
@@ -143,6 +144,7 @@ class Sender:
         attempts: list[Attempt],
         deadline: float,
         results: list[tuple[Attempt, Result]],
+        timed: Callable[[float], None],
     ) -> Steps:
         """One request at a time (a runtime's own HTTP client; a batch of one)."""
         for attempt in attempts:
@@ -157,7 +159,7 @@ class Sender:
             result: Result
             try:
                 result = yield from conn.exchange(request, min(limit, deadline or limit))
-                self._sample(monotonic() - begun)
+                timed(monotonic() - begun)
             except Exception as exc:  # the engine tells a network error from a bug
                 result = exc
             finally:

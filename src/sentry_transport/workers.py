@@ -41,9 +41,29 @@ from .sending import Connection, Sender, Steps
 from .spooler import SpoolWorker
 
 INBOX_UNMEASURED = 64  # envelopes held before they are measured, at the most
-PIPELINED_IN_FLIGHT = 64  # while pipelining, connections grow to carry this many requests
+# While pipelining, connections grow to carry this many requests (16 each: 4 connections)
+# against a slow server, FAR_IN_FLIGHT (8) against a far one. Throughput is what is in flight
+# over the round trip: 64 at 2 to 10 ms is 6,400/s or more, beyond what one process's CPU
+# sends anyway, but at 100 ms (another continent) only 640/s; 128 there is 1,280/s, and at
+# 20 ms 6,400/s. More would add connections (a TLS handshake each, a thread each for threads)
+# for rates the process could not feed. Near servers that read slow at times (GIL waits)
+# stay at 4 at most, as before.
+PIPELINED_IN_FLIGHT = 64
+FAR_IN_FLIGHT = 128
 RTT_WINDOW = 32  # round trips per window of the fastest-round-trip estimate
 HANGING = 0.05  # a request in flight this long says the server is slow before it answers
+# Round trips measured before their fastest may say the server is slow (grow past
+# BASE_CONNECTIONS): against a near server a busy process's first few can all have waited
+# for the GIL or the CPU (seen: 4 of 3-13 ms against a sink answering in well under 1 ms).
+SURE_SAMPLES = 8
+# A far server: the fastest of at least FAR_SAMPLES round trips this slow, while the process
+# used less than FAR_CPU of a core. Then the workers the backlog needs start at once, not one
+# per round (see _timed). Against a near server round trips also read slow at times, waiting
+# for the GIL (a switch interval is 5 ms) or for a loaded server, but not all of them, and
+# the process is then mostly busy: the first answers on two sockets alone are not enough.
+FAR = 0.01
+FAR_SAMPLES = 2
+FAR_CPU = 0.5
 
 
 wall = time.time  # the engine's clock (rate limits, sent_at)
@@ -88,6 +108,7 @@ class Workers(Sender):
         self.inline_conn: Connection | None = None
         self.round_trip = 0.0  # the fastest round trip of the last 32 to 64 (0: none yet)
         self._fastest = (float("inf"), float("inf"), 0)  # this window's, the last one's, n
+        self.samples = 0  # round trips measured (counted up to RTT_WINDOW)
         # process CPU seconds per second lately (Sender._measure_cpu); taken as busy until
         # the first CPU_WINDOW is over, so that a loaded machine's slow first answers do not
         # start workers against a server that answers at once
@@ -164,16 +185,43 @@ class Workers(Sender):
         )
 
     def _most_connections(self) -> int:
-        """``max_connections``; fewer while pipelining: enough for PIPELINED_IN_FLIGHT."""
+        """``max_connections``; fewer while pipelining: enough for PIPELINED_IN_FLIGHT (far
+        servers: FAR_IN_FLIGHT)."""
         depth = self.pipelining.depth
         if depth == 1:
             return self.options.max_connections
-        return min(self.options.max_connections, max(2, -(-PIPELINED_IN_FLIGHT // depth)))
+        far = self.round_trip >= FAR and self.samples >= FAR_SAMPLES
+        in_flight = FAR_IN_FLIGHT if far else PIPELINED_IN_FLIGHT
+        return min(self.options.max_connections, max(2, -(-in_flight // depth)))
 
     def _grow(self) -> None:
         with self.lock:
             spawn = self._may_start(first=False)
         if spawn:
+            self._spawn()
+
+    def _timed(self, seconds: float) -> None:
+        """A round trip measured (as soon as its answer is read). Against a far server, start
+        the workers the backlog can fill (a pipeline each) now: waiting for the next round,
+        one worker per round, would cost a round trip per worker."""
+        self._sample(seconds)
+        if self.round_trip < FAR or self.samples < FAR_SAMPLES or self.engine.stopped:
+            return
+        since, cpu = self._cpu_mark  # the process's CPU since it was last measured
+        elapsed = monotonic() - since
+        busy = (time.process_time() - cpu) / elapsed if elapsed > FAR / 2 else self.cpu_busy
+        if busy >= FAR_CPU or self.inline:
+            return
+        depth, most = self.pipelining.depth, self._most_connections()
+        with self.lock:
+            backlog = self.engine.ready + len(self.inbox)
+            count = 0
+            while backlog > count * depth and should_grow(
+                self.workers, len(self.idle), backlog, self.round_trip, busy, most
+            ):
+                self.workers += 1
+                count += 1
+        for _ in range(count):
             self._spawn()
 
     def _may_start(self, first: bool) -> bool:
@@ -195,7 +243,8 @@ class Workers(Sender):
         now = monotonic()
         connections = tuple(self.connections)  # one C call: safe without the lock
         hanging = max([now - c.since for c in connections if c.since], default=0.0)
-        return max(self.round_trip, hanging if hanging > HANGING else 0.0)
+        measured = self.round_trip if self.samples >= SURE_SAMPLES else 0.0
+        return max(measured, hanging if hanging > HANGING else 0.0)
 
     def _sample(self, seconds: float) -> None:
         current, last, count = self._fastest
@@ -204,6 +253,8 @@ class Workers(Sender):
             last, current, count = current, float("inf"), -1
         self._fastest = (current, last, count + 1)
         self.round_trip = min(current, last)
+        if self.samples < RTT_WINDOW:
+            self.samples += 1
 
     def _spawn(self) -> None:
         try:
@@ -292,18 +343,19 @@ class Workers(Sender):
             conn.stream.close_now()
 
     def _batch(self) -> int:
-        """Jobs to take this round: a share of the backlog, of about PIPELINE_BYTES at most
-        (large envelopes: a few at a time, so that encoding them comes in small steps). While
-        round trips are slow or not yet measured (the server's latency limits), the share
-        fills one pipeline (one job without pipelining) and the rest is spread over the
-        workers."""
+        """Jobs to take this round, about PIPELINE_BYTES at most (large envelopes: a few at a
+        time, so that encoding them comes in small steps). Against a fast server, a share of
+        the backlog (the workers' CPU limits: each takes part). While round trips are slow or
+        not yet measured (the server's latency limits), a full pipeline (one job without
+        pipelining): a round trip costs the same for 1 request as for 16, so a backlog split
+        evenly over the workers would go out as many part-filled pipelines, each a round trip.
+        """
         engine = self.engine
-        share = engine.ready // max(1, self.workers)
         size = engine.queued_bytes // max(1, engine.queued)  # an average job's
-        share = min(share, PIPELINE_BYTES // max(1, size))
+        most = PIPELINE_BYTES // max(1, size)
         if not 0.0 < self.round_trip <= SLOW_ROUND_TRIP:
-            return max(1, min(self.pipelining.depth, share))
-        return max(1, min(MAX_BATCH, share))
+            return max(1, min(self.pipelining.depth, most))
+        return max(1, min(MAX_BATCH, most, engine.ready // max(1, self.workers)))
 
     def _drain(self) -> Steps:
         """Move the inbox into the engine; sizes are measured outside the lock."""

@@ -20,15 +20,17 @@ try's deadline, so a flush or close deadline holds through it.
 
 Pipelining (``pipeline``): up to ``Pipelining.depth`` requests are written before their
 answers are read, in order; bytes read past one answer are kept for the next. A socket sends
-one request alone until it has seen a keep-alive answer, unless the transport already saw a
-pipelined request answered. A server that does not pipeline is detected and the transport
-falls back to one request at a time (``Pipelining.refuse``): it closed after its first answer
-with requests outstanding, or a request written behind another got no answer in time or a
-malformed one. Requests left unanswered when the server ended the socket after at least one
-answer on it (a ``Connection: close`` answer, the end of the stream, a reset: a server that
-closes with requests unread resets the connection) are written again on a new socket,
-as the same attempt; after any other failure the request being answered gets the error and
-the rest are returned unanswered (the worker gives them back to the engine).
+one request alone until a keep-alive answer came back on it or on another of the transport's
+sockets (the same server: a new socket need not spend a round trip of its own finding out
+what a sibling already showed), or a pipelined request was answered. A server that does not
+pipeline is detected and the transport falls back to one request at a time
+(``Pipelining.refuse``): it closed after its first answer with requests outstanding, or a
+request written behind another got no answer in time or a malformed one. Requests left
+unanswered when the server ended the socket after at least one answer on it (a ``Connection:
+close`` answer, the end of the stream, a reset: a server that closes with requests unread
+resets the connection) are written again on a new socket, as the same attempt; after any
+other failure the request being answered gets the error and the rest are returned unanswered
+(the worker gives them back to the engine).
 """
 
 from __future__ import annotations
@@ -58,16 +60,22 @@ class Pipelining:
     """What a transport has learned about pipelining to its server; its connections share it.
 
     ``depth``: requests one connection may have in flight (1: one at a time). ``proven``: a
-    request written behind another was answered, so a new socket need not wait for a first
-    keep-alive answer. ``refused``: why pipelining was turned off, or None.
+    request written behind another was answered. ``kept_alive``: a socket got a keep-alive
+    answer. Either lets a new socket fill its window from its first write. ``refused``: why
+    pipelining was turned off, or None.
     """
 
-    __slots__ = ("depth", "proven", "refused")
+    __slots__ = ("depth", "kept_alive", "proven", "refused")
 
     def __init__(self, depth: int = 1) -> None:
         self.depth = max(1, depth)
         self.proven = False
+        self.kept_alive = False
         self.refused: str | None = None
+
+    @property
+    def trusted(self) -> bool:
+        return self.proven or self.kept_alive
 
     def refuse(self, why: str) -> None:
         if self.depth > 1:
@@ -124,12 +132,15 @@ class HttpConnection:
         timeout: float,
         deadline: float,
         proceed: Callable[[Response], bool],
+        timed: Callable[[float], None] | None = None,
     ) -> Io:
         """Send ``requests`` in order, several in flight, reading the answers in order:
         ``outcomes = yield from conn.pipeline(...)``, one ``(result, seconds)`` per request
         decided, in order. A result is the ``Response``, or the error its exchange ended with
         (the last one then); requests past the outcomes got no answer. Once ``proceed``
         refuses an answer, nothing more is written, but what is in flight is still read.
+        ``timed`` is told the seconds of each answer to a request that went out alone as soon
+        as it is read (the driver learns the server's latency before the rest are answered).
         ``timeout`` bounds connecting and each wait for an answer; ``deadline`` (0: none)
         bounds everything, the stale resend included."""
         outcomes: list[Outcome] = []
@@ -137,7 +148,7 @@ class HttpConnection:
         first = self._until(self.clock() if self.clock else 0.0, timeout, deadline)
         while len(outcomes) < len(requests):
             try:
-                yield from self._pipe(requests, outcomes, timeout, deadline, proceed)
+                yield from self._pipe(requests, outcomes, timeout, deadline, proceed, timed)
                 break
             except _Closed:  # answered, then closed: the rest on a new socket
                 resend = False
@@ -169,6 +180,7 @@ class HttpConnection:
         timeout: float,
         deadline: float,
         proceed: Callable[[Response], bool],
+        timed: Callable[[float], None] | None,
     ) -> Io:
         """One socket's part of a pipeline: write while the window allows, read in order."""
         clock = self.clock
@@ -187,7 +199,7 @@ class HttpConnection:
             last = clock()
             while True:
                 done, sent = len(outcomes), start + len(written)
-                window = shared.depth if (self.answers or shared.proven) else 1
+                window = shared.depth if (self.answers or shared.trusted) else 1
                 flying = sent - done
                 # Top up once half the window is answered: fewer, larger writes.
                 if writing and sent < len(requests) and flying <= window // 2:
@@ -241,7 +253,11 @@ class HttpConnection:
                 self.answers += 1
                 if behind[i]:
                     shared.proven = True
+                elif timed is not None:
+                    timed(last - written[i])
                 outcomes.append((response, 0.0 if behind[i] else last - written[i]))
+                if response.keep_alive:
+                    shared.kept_alive = True
                 self.since = written[i + 1] if i + 1 < len(written) else 0.0
                 if writing and not proceed(response):
                     writing = False

@@ -14,11 +14,18 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
+import sys
 import time
 from collections.abc import Callable, Generator
 from typing import Any
 
 _RECV = 65536
+# A plain (not TLS) stdlib socket on Linux is made blocking, with SO_RCVTIMEO/SO_SNDTIMEO
+# for the deadline: a socket with a Python timeout polls before every recv and send, two
+# system calls (and two hand-overs of the GIL) where one does. Green sockets (gevent,
+# eventlet) and TLS sockets (which try the read before they poll) keep Python's timeouts.
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux")
 _SLACK = 0.02  # seconds a call may overrun its deadline rather than reset the timeout
 
 
@@ -32,6 +39,7 @@ class SocketStream:
         self._clock = clock
         self._sock: Any = None
         self._timeout = 0.0  # the socket's timeout as last set
+        self._kernel = False  # a blocking socket with the kernel's timeouts
 
     def _remaining(self, deadline: float) -> float:
         remaining = deadline - self._clock()
@@ -51,6 +59,7 @@ class SocketStream:
         self, host: str, port: int, tls: Any, server_hostname: str, deadline: float
     ) -> None:
         self.close()
+        self._kernel = False
         create = self._create or socket.create_connection
         sock = create((host, port), self._remaining(deadline))
         self._timeout = sock.gettimeout() or 0.0
@@ -59,6 +68,9 @@ class SocketStream:
             if tls is not None:
                 self._arm(sock, deadline)
                 sock = tls.wrap_socket(sock, server_hostname=server_hostname)
+            elif _KERNEL_TIMEOUTS and type(sock).__module__ == "socket":
+                sock.settimeout(None)  # blocking, the kernel's timeouts (see _KERNEL_TIMEOUTS)
+                self._kernel, self._timeout = True, 0.0
         except BaseException:
             sock.close()
             raise
@@ -66,19 +78,45 @@ class SocketStream:
 
     def start_tls(self, tls: Any, server_hostname: str, deadline: float) -> None:
         sock = self._live()
+        if self._kernel:  # back to Python's timeouts, under TLS
+            self._kernel, self._timeout = False, -1.0
         self._arm(sock, deadline)
         self._sock = tls.wrap_socket(sock, server_hostname=server_hostname)
 
     def send(self, data: bytes, deadline: float) -> None:
         sock = self._live()
+        if self._kernel:
+            self._arm_kernel(sock, deadline)
+            try:
+                sock.sendall(data)
+            except BlockingIOError:  # the kernel's timeout (SO_SNDTIMEO), part of it sent
+                raise TimeoutError("timed out") from None
+            return
         self._arm(sock, deadline)
         sock.sendall(data)
 
     def recv(self, deadline: float) -> bytes:
         sock = self._live()
+        if self._kernel:
+            self._arm_kernel(sock, deadline)
+            try:
+                data: bytes = sock.recv(_RECV)
+            except BlockingIOError:  # the kernel's timeout (SO_RCVTIMEO)
+                raise TimeoutError("timed out") from None
+            return data
         self._arm(sock, deadline)
-        data: bytes = sock.recv(_RECV)
+        data = sock.recv(_RECV)
         return data
+
+    def _arm_kernel(self, sock: Any, deadline: float) -> None:
+        """``_arm`` for a blocking socket: the kernel's send and receive timeouts."""
+        remaining = self._remaining(deadline)
+        if abs(self._timeout - remaining) > _SLACK:
+            seconds = int(remaining)
+            value = struct.pack("ll", seconds, int((remaining - seconds) * 1e6) or 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+            self._timeout = remaining
 
     def close(self) -> None:
         sock, self._sock = self._sock, None

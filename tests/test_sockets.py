@@ -1,0 +1,108 @@
+"""The blocking stream's deadlines: a plain socket on Linux is blocking with the kernel's
+timeouts (one system call per read or write); others keep Python's timeouts."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sentry_transport.io import sockets
+from sentry_transport.io.sockets import SocketStream
+
+KERNEL = sys.platform.startswith("linux")
+
+
+@pytest.fixture
+def silent() -> Iterator[tuple[socket.socket, list[socket.socket]]]:
+    """A local server that accepts and then neither reads nor writes."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:  # the one connection a test makes
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        accepted.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server, accepted
+    thread.join(10)
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+def connected(server: socket.socket, seconds: float = 5.0) -> SocketStream:
+    stream = SocketStream()
+    stream.connect("127.0.0.1", server.getsockname()[1], None, "127.0.0.1", time.monotonic() + 5)
+    return stream
+
+
+def test_a_plain_socket_uses_the_kernel_s_timeouts_where_it_can(silent) -> None:  # type: ignore[no-untyped-def]
+    stream = connected(silent[0])
+    try:
+        assert stream._kernel is KERNEL
+        assert (stream._sock.gettimeout() is None) is KERNEL  # blocking, on Linux
+    finally:
+        stream.close()
+
+
+def test_a_read_ends_at_its_deadline(silent) -> None:  # type: ignore[no-untyped-def]
+    stream = connected(silent[0])
+    try:
+        begun = time.monotonic()
+        with pytest.raises(TimeoutError):
+            stream.recv(begun + 0.3)
+        assert 0.25 <= time.monotonic() - begun < 1.0
+        begun = time.monotonic()
+        with pytest.raises(TimeoutError):  # a later, shorter deadline is armed again
+            stream.recv(begun + 0.1)
+        assert time.monotonic() - begun < 0.5
+    finally:
+        stream.close()
+
+
+def test_a_write_nobody_reads_ends_at_its_deadline(silent) -> None:  # type: ignore[no-untyped-def]
+    stream = connected(silent[0])
+    try:
+        begun = time.monotonic()
+        with pytest.raises(TimeoutError):
+            for _ in range(1000):  # until the buffers are full
+                stream.send(b"x" * 1_000_000, begun + 0.5)
+        assert time.monotonic() - begun < 2.0
+    finally:
+        stream.close()
+
+
+def test_abort_from_another_thread_ends_a_blocked_read(silent) -> None:  # type: ignore[no-untyped-def]
+    stream = connected(silent[0])
+    threading.Timer(0.2, stream.abort).start()
+    begun = time.monotonic()
+    try:
+        try:
+            data = stream.recv(begun + 5.0)
+        except OSError:
+            data = b""
+        assert data == b"" and time.monotonic() - begun < 2.0
+    finally:
+        stream.close()
+
+
+def test_without_kernel_timeouts_python_s_are_used(silent, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sockets, "_KERNEL_TIMEOUTS", False)
+    stream = connected(silent[0])
+    try:
+        assert not stream._kernel and stream._sock.gettimeout()
+        with pytest.raises(TimeoutError):
+            stream.recv(time.monotonic() + 0.1)
+    finally:
+        stream.close()

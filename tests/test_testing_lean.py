@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -305,26 +307,43 @@ def test_gzip_body_is_not_decompressed(server: LeanServer) -> None:
     assert server.body_bytes == len(body)
 
 
-def test_command_line_lean() -> None:
+class Run:
+    """A command-line server: its process, DSN and port; ``out``, what else it printed."""
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self.dsn = process.stdout.readline().strip()
+        self.port = int(self.dsn.rsplit(":", 1)[1].split("/")[0])
+        self.out = ""
+
+
+@contextlib.contextmanager
+def command_line(*options: str, stop: int = signal.SIGTERM) -> Iterator[Run]:
+    """``python -m sentry_transport.testing --lean --port 0 *options``, stopped by ``stop`` at
+    the end; it must exit 0."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "sentry_transport.testing", "--lean", "--port", "0"],
+        [sys.executable, "-m", "sentry_transport.testing", "--lean", "--port", "0", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        assert process.stdout is not None
-        dsn = process.stdout.readline().strip()
-        assert dsn.startswith("http://public@127.0.0.1:") and dsn.endswith("/42")
-        port = int(dsn.rsplit(":", 1)[1].split("/")[0])
-        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        run = Run(process)
+        yield run
+    finally:
+        process.send_signal(stop)
+        out, err = process.communicate(timeout=TIMEOUT)
+    run.out = out
+    assert process.returncode == 0, err
+
+
+def test_command_line_lean() -> None:
+    with command_line() as run:
+        assert run.dsn.startswith("http://public@127.0.0.1:") and run.dsn.endswith("/42")
+        with socket.create_connection(("127.0.0.1", run.port), timeout=TIMEOUT) as sock:
             sock.sendall(post(b"abc") * 2)
             assert len(answers(sock, 2)) == 2
-        assert process.stdout.readline().split() == ["count", "2", "2", "6"]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=TIMEOUT)
-    assert process.returncode == 0, err
+        assert run.process.stdout.readline().split() == ["count", "2", "2", "6"]
 
 
 def test_lean_rejects_bad_latency() -> None:
@@ -349,23 +368,10 @@ def test_http_1_0_keep_alive_is_kept(server: LeanServer) -> None:
 
 
 def test_command_line_lean_quiet_with_latency() -> None:
-    command = [sys.executable, "-m", "sentry_transport.testing", "--lean", "--quiet"]
-    process = subprocess.Popen(
-        [*command, "--port", "0", "--latency", "0.05", "--public-key", "k", "--project-id", "9"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        dsn = process.stdout.readline().strip()
-        assert dsn.startswith("http://k@127.0.0.1:") and dsn.endswith("/9")
-        port = int(dsn.rsplit(":", 1)[1].split("/")[0])
-        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+    options = ("--quiet", "--latency", "0.05", "--public-key", "k", "--project-id", "9")
+    with command_line(*options, stop=signal.SIGINT) as run:
+        assert run.dsn.startswith("http://k@127.0.0.1:") and run.dsn.endswith("/9")
+        with socket.create_connection(("127.0.0.1", run.port), timeout=TIMEOUT) as sock:
             sock.sendall(post(key="k", path="/api/9/envelope/") + post())
             assert [status for status, _, _ in answers(sock, 2)] == [200, 401]
-    finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=TIMEOUT)
-    assert process.returncode == 0, err
-    assert out == ""
+    assert run.out == ""  # quiet: nothing after the DSN

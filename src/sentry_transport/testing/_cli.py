@@ -32,16 +32,21 @@ def _describe(record: Received) -> str:
     return line
 
 
+def _served(args: argparse.Namespace) -> dict[str, Any]:
+    """What the sink and the lean server are both made with."""
+    return {
+        "host": args.host,
+        "port": args.port,
+        "project_id": args.project_id,
+        "public_key": args.public_key,
+        "latency": args.latency,
+    }
+
+
 def _lean(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``--lean``: a ``LeanServer`` in the foreground until SIGINT or SIGTERM."""
     try:
-        server = LeanServer(
-            host=args.host,
-            port=args.port,
-            project_id=args.project_id,
-            public_key=args.public_key,
-            latency=args.latency,
-        )
+        server = LeanServer(**_served(args))
     except ValueError as exc:
         parser.error(str(exc))
     done = threading.Event()
@@ -106,13 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.put(None)  # wake the loop below
 
     try:
-        sink = Sink(
-            host=args.host,
-            port=args.port,
-            project_id=args.project_id,
-            public_key=args.public_key,
-            latency=args.latency,
-        )
+        sink = Sink(**_served(args))
     except ValueError as exc:
         parser.error(str(exc))
     sink._keep = False  # a long-running sink must not grow without end

@@ -25,9 +25,7 @@ from ..core.envelope import Envelope
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.aio import AsyncioStream, arun
-from .threads import Estimates, Threads, loop_size
-
-INLINE_ENCODE_BYTES = 16 * 1024  # smaller jobs are encoded and compressed on the loop
+from .threads import INLINE_ENCODE_BYTES, Estimates, Threads, loop_size
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:

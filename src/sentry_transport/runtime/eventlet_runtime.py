@@ -30,13 +30,11 @@ from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any
 
-from ..core.engine import Attempt
 from ..core.errors import MissingDependencyError
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import SocketStream, run
-from .aio import INLINE_ENCODE_BYTES
-from .threads import Estimates, Threads, loop_size
+from .threads import Hub
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated", category=Warning)
@@ -169,7 +167,7 @@ class _Doorbell:
                 function(*args)
 
 
-class Eventlet:
+class Eventlet(Hub):
     name = "eventlet"
     inline = False
     run = staticmethod(run)  # flush/close and the exit drain: waits yield to the hub
@@ -210,14 +208,6 @@ class Eventlet:
     def proxy_tls(self) -> Any:
         return _green(tls.proxy_context())
 
-    def encode(
-        self, encode: Callable[[Attempt, float], None], attempts: list[Attempt], now: float
-    ) -> None:
-        if sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES:
-            Threads.encode(encode, attempts, now)
-        else:
-            self.offload(Threads.encode, encode, attempts, now)
-
     def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Blocking work (a large encode, file I/O) on a real thread while the hub runs on;
         on a caller's thread (off the hub already) right there."""
@@ -238,9 +228,6 @@ class Eventlet:
         if not ok:
             raise value
         return value
-
-    measure = staticmethod(loop_size)  # the caller's own envelope (see loop_size)
-    measure_all = staticmethod(Estimates.measure_all)
 
     def sleep(self, seconds: float) -> None:
         if _thread.get_ident() == self.home:

@@ -32,13 +32,11 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from ..core.engine import Attempt
 from ..core.errors import MissingDependencyError
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import SocketStream, run
-from .aio import INLINE_ENCODE_BYTES
-from .threads import Estimates, Threads, loop_size
+from .threads import Hub
 
 try:
     import gevent
@@ -143,7 +141,7 @@ class GeventStream(SocketStream):
             self._hub.loop.run_callback_threadsafe(super().abort)
 
 
-class Gevent:
+class Gevent(Hub):
     name = "gevent"
     inline = False
     run = staticmethod(run)  # flush/close and the exit drain: waits yield to the hub
@@ -193,23 +191,12 @@ class Gevent:
     def proxy_tls(self) -> Any:
         return _green(tls.proxy_context())
 
-    def encode(
-        self, encode: Callable[[Attempt, float], None], attempts: list[Attempt], now: float
-    ) -> None:
-        if sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES:
-            Threads.encode(encode, attempts, now)
-        else:
-            self.offload(Threads.encode, encode, attempts, now)
-
     def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Blocking work (a large encode, file I/O) in the hub's thread pool; on a caller's
         thread (off the hub already) right there."""
         if not self._at_home():
             return fn(*args)
         return self.hub.threadpool.apply(fn, args)
-
-    measure = staticmethod(loop_size)  # the caller's own envelope (see loop_size)
-    measure_all = staticmethod(Estimates.measure_all)
 
     @staticmethod
     def sleep(seconds: float) -> None:

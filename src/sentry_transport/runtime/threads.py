@@ -21,6 +21,8 @@ from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import SocketStream, run
 
+INLINE_ENCODE_BYTES = 16 * 1024  # loops and hubs: smaller jobs are encoded on the loop
+
 
 def encoded_size(envelope: Envelope) -> int:
     """Bytes an envelope holds: its JSON is encoded here, which sending needs anyway. What
@@ -49,11 +51,27 @@ def loop_size(envelope: Envelope) -> int:
 class Estimates:
     """``measure``/``measure_all`` for a loop's or hub's runtime (``loop_size``)."""
 
-    measure = staticmethod(loop_size)
+    measure = staticmethod(loop_size)  # the caller's own envelope
 
     @staticmethod
     def measure_all(envelopes: list[Envelope]) -> list[int]:
         return [loop_size(envelope) for envelope in envelopes]
+
+
+class Hub(Estimates):
+    """What a hub's runtime (gevent, eventlet) does alike: sizes by ``loop_size``, and
+    batches of ``INLINE_ENCODE_BYTES`` or more encoded through its ``offload`` (off the hub),
+    smaller ones right there (cheaper than the hop)."""
+
+    offload: Callable[..., Any]
+
+    def encode(
+        self, encode: Callable[[Attempt, float], None], attempts: list[Attempt], now: float
+    ) -> None:
+        if sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES:
+            Threads.encode(encode, attempts, now)
+        else:
+            self.offload(Threads.encode, encode, attempts, now)
 
 
 class Threads:

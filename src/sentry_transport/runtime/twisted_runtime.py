@@ -35,7 +35,7 @@ from ..core.errors import MissingDependencyError
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import run
-from .threads import Estimates, Threads, loop_size
+from .threads import INLINE_ENCODE_BYTES, Estimates, Threads, loop_size
 
 try:
     from twisted.internet.defer import Deferred, maybeDeferred
@@ -50,7 +50,6 @@ from ..io.twisted_io import TwistedStream, drive
 
 in_reactor_thread: Callable[[], bool] = threadable.isInIOThread  # (the one Twisted registered)
 
-INLINE_ENCODE_BYTES = 16 * 1024  # smaller jobs are encoded and compressed on the reactor
 SLACK = 1.0  # seconds a thread waits for the reactor past the deadline it gave it
 
 log = logging.getLogger("sentry_transport")

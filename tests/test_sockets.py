@@ -106,3 +106,55 @@ def test_without_kernel_timeouts_python_s_are_used(silent, monkeypatch) -> None:
             stream.recv(time.monotonic() + 0.1)
     finally:
         stream.close()
+
+
+def test_a_deadline_closer_than_the_slack_still_holds(silent) -> None:  # type: ignore[no-untyped-def]
+    stream = connected(silent[0])
+    try:
+        begun = time.monotonic()
+        with pytest.raises(TimeoutError):
+            stream.recv(begun + 0.01)  # the first call on the socket, 10 ms left
+        assert time.monotonic() - begun < 0.5
+    finally:
+        stream.close()
+
+
+def test_a_write_the_server_reads_slowly_ends_at_its_deadline() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def read_slowly() -> None:
+        conn, _ = server.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with conn:
+            while not stop.wait(0.05):
+                try:
+                    conn.recv(4096)  # a little progress now and then
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=read_slowly, daemon=True)
+    thread.start()
+    stream = connected(server)
+    try:
+        begun = time.monotonic()
+        with pytest.raises(TimeoutError):
+            stream.send(b"x" * 8_000_000, begun + 0.5)
+        assert time.monotonic() - begun < 1.5  # the deadline of the whole write, not a call's
+    finally:
+        stop.set()
+        stream.close()
+        thread.join(5)
+        server.close()
+
+
+def test_the_sync_runtime_keeps_python_s_timeouts(silent) -> None:  # type: ignore[no-untyped-def]
+    from sentry_transport.runtime.threads import Inline, Threads
+
+    assert Threads().stream()._may_block is KERNEL
+    stream = Inline().stream()
+    stream.connect("127.0.0.1", silent[0].getsockname()[1], None, "127.0.0.1", time.monotonic() + 5)
+    try:
+        assert not stream._kernel and stream._sock.gettimeout()
+    finally:
+        stream.close()

@@ -186,3 +186,31 @@ def test_growth_waits_for_the_cpu_to_be_measured(pump: Pump) -> None:
     pump._cpu_mark = (since - 1.0, cpu)  # a window (a second, nearly idle) is over
     pump._measure_cpu()
     assert pump.cpu_busy < 0.75 and pump._growth_due()
+
+
+def test_a_flush_measures_what_the_inbox_held_when_it_began_not_what_keeps_coming(
+    pump: Pump,
+) -> None:
+    """A capturing thread that keeps the inbox full cannot keep a flush measuring: it drains
+    what was there when it began, in batches, and the rest is admitted as it is."""
+    import time
+
+    from sentry_transport import Envelope
+    from sentry_transport.runtime.threads import run
+    from sentry_transport.workers import DRAIN_BATCH
+
+    envelope = Envelope.for_event({"message": "e"})
+    drains: list[int] = []
+
+    def measure_all(batch: list[Envelope]) -> list[int]:
+        drains.append(len(batch))
+        pump.inbox.extend([envelope] * 300)  # captured meanwhile, faster than it drains
+        return [100] * len(batch)
+
+    pump.runtime.measure_all = measure_all  # type: ignore[method-assign]
+    pump._spawn = lambda: None  # type: ignore[method-assign]  # no workers: nothing is sent
+    pump.inbox.extend([envelope] * 600)
+    begun = time.monotonic()
+    assert run(pump.settle(begun + 0.2)) is False  # nothing can be delivered here
+    assert drains == [DRAIN_BATCH] * 3  # as many rounds as the 600 take, not one more
+    assert time.monotonic() - begun < 2.0

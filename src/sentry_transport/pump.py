@@ -26,7 +26,7 @@ from .core.engine import MAX_BATCH, REQUEUE, Flush, Send, Wait
 from .core.envelope import Envelope
 from .core.errors import ConfigurationError
 from .sending import Steps
-from .workers import Workers
+from .workers import DRAIN_BATCH, Workers
 
 wall = time.time
 monotonic = time.monotonic
@@ -55,8 +55,12 @@ class Pump(Workers):
         the deadline (False). ``closing``: stop accepting first."""
         flush: Flush | None = None
         wake = self.runtime.wake()
-        while self.inbox and not self.draining and not self.inline:
-            yield from self._drain()  # measured outside the lock, as a worker does
+        # What the inbox held at the call, measured outside the lock as a worker does (the
+        # rest, and what a worker is draining meanwhile, is admitted under the lock below)
+        for _ in range(-(-len(self.inbox) // DRAIN_BATCH)):
+            if self.draining or self.inline or monotonic() >= deadline:
+                break
+            yield from self._drain()
         if self.inline and self.spool is not None:  # no worker of its own: a round here
             with self.lock:
                 self.admit_inbox()

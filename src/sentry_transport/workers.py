@@ -41,6 +41,7 @@ from .sending import Connection, Sender, Steps
 from .spooler import SpoolWorker
 
 INBOX_UNMEASURED = 64  # envelopes held before they are measured, at the most
+DRAIN_BATCH = 256  # envelopes a worker moves from the inbox into the engine in one round
 # While pipelining, connections grow to carry this many requests (16 each: 4 connections)
 # against a slow server, FAR_IN_FLIGHT (8) against a far one. Throughput is what is in flight
 # over the round trip: 64 at 2 to 10 ms is 6,400/s or more, beyond what one process's CPU
@@ -369,7 +370,7 @@ class Workers(Sender):
         batch: list[Envelope] = []
         sizes: list[int] | None = None
         try:
-            while inbox and len(batch) < 256:
+            while inbox and len(batch) < DRAIN_BATCH:
                 batch.append(inbox.popleft())
             sizes = yield (self.runtime.measure_all, batch)
         finally:

@@ -50,7 +50,7 @@ class Encoder:
             if not items and not attempt.report:
                 return
             envelope = job.envelope
-            if attempt.report or len(items) != len(envelope.items):  # (items: a subset)
+            if attempt.report or not _same(items, envelope.items):
                 body_items = list(items)
                 if attempt.report:
                     body_items.append(report_item(attempt.report, round(now, 3)))
@@ -74,3 +74,8 @@ class Encoder:
             attempt.request = None
             attempt.dropped = [("internal_sdk_error", attempt.items)]
             attempt.error = f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _same(items: list[Item], others: list[Item]) -> bool:
+    """Whether two item lists hold the same items (then the envelope is sent as it is)."""
+    return len(items) == len(others) and all(a is b for a, b in zip(items, others, strict=True))

@@ -24,7 +24,10 @@ _RECV = 65536
 # A plain (not TLS) stdlib socket on Linux is made blocking, with SO_RCVTIMEO/SO_SNDTIMEO
 # for the deadline: a socket with a Python timeout polls before every recv and send, two
 # system calls (and two hand-overs of the GIL) where one does. Green sockets (gevent,
-# eventlet) and TLS sockets (which try the read before they poll) keep Python's timeouts.
+# eventlet) and TLS sockets (which try the read before they poll) keep Python's timeouts,
+# and so does the sync runtime, which reads on the caller's thread: a read interrupted by a
+# signal is restarted by Python with the kernel's whole timeout again, so under a storm of
+# signals only a worker's read (which close() aborts) may outlast its deadline.
 _KERNEL_TIMEOUTS = sys.platform.startswith("linux")
 _SLACK = 0.02  # seconds a call may overrun its deadline rather than reset the timeout
 
@@ -34,9 +37,11 @@ class SocketStream:
         self,
         create_connection: Callable[..., Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        kernel_timeouts: bool = True,
     ) -> None:
         self._create = create_connection
         self._clock = clock
+        self._may_block = kernel_timeouts and _KERNEL_TIMEOUTS  # (read at connect)
         self._sock: Any = None
         self._timeout = 0.0  # the socket's timeout as last set
         self._kernel = False  # a blocking socket with the kernel's timeouts
@@ -68,9 +73,9 @@ class SocketStream:
             if tls is not None:
                 self._arm(sock, deadline)
                 sock = tls.wrap_socket(sock, server_hostname=server_hostname)
-            elif _KERNEL_TIMEOUTS and type(sock).__module__ == "socket":
+            elif self._may_block and _KERNEL_TIMEOUTS and type(sock).__module__ == "socket":
                 sock.settimeout(None)  # blocking, the kernel's timeouts (see _KERNEL_TIMEOUTS)
-                self._kernel, self._timeout = True, 0.0
+                self._kernel, self._timeout = True, -1.0  # (-1: armed at the first call)
         except BaseException:
             sock.close()
             raise
@@ -85,12 +90,14 @@ class SocketStream:
 
     def send(self, data: bytes, deadline: float) -> None:
         sock = self._live()
-        if self._kernel:
-            self._arm_kernel(sock, deadline)
-            try:
-                sock.sendall(data)
-            except BlockingIOError:  # the kernel's timeout (SO_SNDTIMEO), part of it sent
-                raise TimeoutError("timed out") from None
+        if self._kernel:  # send() by send(): SO_SNDTIMEO bounds one call, not a sendall
+            view, sent = memoryview(data), 0
+            while sent < len(data):
+                self._arm_kernel(sock, deadline)  # (TimeoutError once the deadline is past)
+                try:
+                    sent += sock.send(view[sent:])
+                except BlockingIOError:  # the kernel's timeout, nothing more went out
+                    raise TimeoutError("timed out") from None
             return
         self._arm(sock, deadline)
         sock.sendall(data)

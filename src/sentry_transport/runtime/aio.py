@@ -3,7 +3,9 @@
 The loop is the one running when the transport is made, else the first one it is used on;
 when that loop is closed and the transport is used again, the pump rebuilds on the next one
 (``patched()`` says so). Wakes, spawns and encodes hop onto the loop from any thread. A job
-of ``INLINE_ENCODE_BYTES`` or more is encoded and compressed in the loop's default executor.
+of ``INLINE_ENCODE_BYTES`` or more is encoded and compressed in the loop's default executor
+(with orjson its JSON was encoded on the loop already, when its size was measured: see
+``threads.loop_size``).
 
 End of the loop: the first worker starts an async generator whose ``finally`` runs when the
 loop shuts its async generators down (``asyncio.run`` does, after cancelling the tasks): it

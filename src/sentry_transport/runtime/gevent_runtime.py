@@ -11,8 +11,8 @@ server, a ``gevent.sleep``, a join, or this transport's ``flush``/``close``).
   switch. Wakes: a greenlet waits on its own thread's hub, woken through an async watcher
   (whose ``send()`` is thread-safe); a thread without a hub blocks on an OS lock.
 - Jobs of ``INLINE_ENCODE_BYTES`` or more are encoded and compressed in the home hub's
-  threadpool, so the hub keeps running; sizes at capture: ``loop_size`` (an estimate, or
-  orjson's exact encoding, which costs less).
+  threadpool, so the hub keeps running; sizes: ``threads.Estimates`` (with orjson the JSON
+  is encoded on the hub when it is measured, which costs less than estimating it).
 - Sockets come from ``gevent.socket``; TLS contexts are configured by ``io/tls.py`` and made
   gevent contexts (whose sockets are cooperative, patched or not).
 - Fork: gevent's ``os.fork`` re-initialises the hub in the child; after a plain ``os.fork``

@@ -40,22 +40,44 @@ def encoded_size(envelope: Envelope) -> int:
 def loop_size(envelope: Envelope) -> int:
     """Bytes an envelope holds, for event loops and hubs, where encoding a large event with
     the standard library's JSON would stall everything else: a bounded estimate of the JSON
-    not yet encoded; with orjson (the fast extra) the exact size, encoded, which costs less
-    than the estimate at any size (about 1.4 us against 38 for a 1 KB event, 49 against 145
-    for 100 KB) and is done once (sending reuses it)."""
+    not yet encoded. With orjson (the fast extra) the exact size, encoded (done once: sending
+    reuses it), which costs less than the estimate for all but huge events (about 1.4 us
+    against 38 for a 1 KB event, 49 against 145 for 100 KB; the estimate's cost is bounded,
+    encoding's is not: a 7 MB event takes about 14 ms)."""
     if jsonenc.accelerator is not None:
         return encoded_size(envelope)
+    return estimated_size(envelope)
+
+
+def estimated_size(envelope: Envelope) -> int:
     return sum(item.size_hint() for item in envelope.items)
 
 
+LOOP_ENCODE_BUDGET = 256 * 1024  # JSON bytes one measure_all encodes on a loop, at most
+
+
 class Estimates:
-    """``measure``/``measure_all`` for a loop's or hub's runtime (``loop_size``)."""
+    """``measure``/``measure_all`` for a loop's or hub's runtime: a capture measures its own
+    envelope by ``loop_size``; a worker measuring what the inbox held encodes (with orjson)
+    up to ``LOOP_ENCODE_BUDGET`` of JSON, so that a drain of many large events does not stall
+    the loop, and estimates the rest."""
 
     measure = staticmethod(loop_size)  # the caller's own envelope
 
     @staticmethod
     def measure_all(envelopes: list[Envelope]) -> list[int]:
-        return [loop_size(envelope) for envelope in envelopes]
+        if jsonenc.accelerator is None:
+            return [estimated_size(envelope) for envelope in envelopes]
+        sizes: list[int] = []
+        spent = 0
+        for envelope in envelopes:
+            size = encoded_size(envelope) if spent < LOOP_ENCODE_BUDGET else None
+            if size is None:
+                size = estimated_size(envelope)
+            else:
+                spent += size
+            sizes.append(size)
+        return sizes
 
 
 class Hub(Estimates):
@@ -143,3 +165,6 @@ class Inline(Threads):
 
     name = "inline"
     inline = True
+
+    def stream(self) -> SocketStream:
+        return SocketStream(kernel_timeouts=False)  # (see io/sockets.py: _KERNEL_TIMEOUTS)

@@ -1103,3 +1103,16 @@ def test_start_sends_a_given_job_ahead_of_the_queue() -> None:
     snap = engine.snapshot(T0)
     assert snap["queued"] == 1 and snap["in_flight"] == 1
     assert take(engine, T0).job is first
+
+
+def test_a_finished_envelope_keeps_no_encoded_copy_of_its_json() -> None:
+    engine = make()
+    event_item, attachment = Item.event({"message": "m"}), Item.attachment(b"bytes", "a.txt")
+    envelope = Envelope({}, [event_item, attachment])
+    engine.submit(envelope, T0)
+    attempt = send_one(engine, T0)
+    assert event_item.payload_is_encoded  # encoded to be sent
+    respond(engine, attempt, 200, {}, T0)
+    assert not event_item.payload_is_encoded  # delivered: the application's envelope is light
+    assert attachment.payload == b"bytes"  # bytes the application gave stay
+    assert event_item.json == {"message": "m"} and event_item.payload == b'{"message":"m"}'

@@ -230,6 +230,18 @@ def test_the_default_level_is_isal_s_2_with_isal_and_3_without(
     assert compression.default_level("br") == 4
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
+def test_a_body_compressed_in_pieces_decodes_to_the_whole(encoding: str) -> None:
+    if encoding not in compression.available():
+        pytest.skip(f"{encoding} is not installed")
+    chunks = [b'{"event_id":"0"}', b"\n", b'{"type":"event"}', b"\n", BODY * 40]
+    whole = b"".join(chunks)
+    packed = compression.compress_chunks(chunks, encoding)
+    assert compression.decompress(packed, encoding) == whole
+    if encoding in ("gzip", "deflate") and compression.default_level(encoding) == 3:
+        assert packed == compression.compress(whole, encoding)  # zlib: the very same bytes
+
+
 def test_deflate_is_zlib_wrapped_and_raw_accepted_when_decoding() -> None:
     packed = compression.compress(BODY, "deflate")
     assert zlib.decompress(packed) == BODY

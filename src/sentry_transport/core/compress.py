@@ -76,6 +76,20 @@ def compress(data: bytes, encoding: str, level: int | None = None) -> bytes:
     return _compressor_for(encoding)(data, default_level(encoding) if level is None else level)
 
 
+def compress_chunks(chunks: list[bytes], encoding: str, level: int | None = None) -> bytes:
+    """``compress(b"".join(chunks), ...)``: the same body once decoded (the same bytes but
+    for isal's level 3); gzip and deflate take the pieces as they are (a large body is not
+    copied into one string first)."""
+    if encoding not in ("gzip", "deflate"):
+        return compress(b"".join(chunks), encoding, level)
+    level = default_level(encoding) if level is None else level
+    lib = _zlib_for(level)
+    packer = lib.compressobj(level, lib.DEFLATED, 31 if encoding == "gzip" else 15)
+    out = [packer.compress(chunk) for chunk in chunks]
+    out.append(packer.flush())
+    return b"".join(out)
+
+
 def default_level(encoding: str) -> int:
     """The level used when none is set: ``DEFAULT_LEVELS``, except gzip and deflate written
     by isal (installed), which take isal's level 2 (``ISAL_DEFAULT_LEVEL``)."""

@@ -316,6 +316,8 @@ class Engine(Answers, Spooling):
         return Job(self._next_seq(), Envelope(), 0, internal=True)
 
     def _finish(self, job: Job, keep_file: bool = False) -> None:
+        for item in job.envelope.items:
+            item.forget_payload()  # (an envelope the application holds keeps no copy)
         if self.spool is not None:
             if job.spool is not None and not keep_file:
                 self._release(job)  # its file goes

@@ -102,6 +102,13 @@ class Item:
         self._payload = bytes(value)
         self._json = _NO_JSON
 
+    def forget_payload(self) -> None:
+        """Drop the encoded payload of an item made from JSON (encoded again if asked for):
+        the transport's copy, once the envelope is delivered or lost, is not kept alive by
+        an envelope the application still holds. Items made from bytes keep theirs."""
+        if self._json is not _NO_JSON:
+            self._payload = None
+
     @property
     def payload_is_encoded(self) -> bool:
         """False while a JSON payload is still an object (its size is not known yet)."""
@@ -277,11 +284,16 @@ class Envelope:
     def serialize_stamped(self, sent_at: str) -> bytes:
         """``serialize()`` with ``sent_at`` set in the envelope header (to send it), without
         a copy of the envelope."""
+        return b"".join(self.stamped_chunks(sent_at))
+
+    def stamped_chunks(self, sent_at: str) -> list[bytes]:
+        """The bytes of ``serialize_stamped``, in pieces (a compressor takes them as they
+        are: a large payload is not copied into one string first)."""
         chunks = [dumps({**self.headers, "sent_at": sent_at})]
         for item in self.items:
             payload = item.payload
             chunks += (b"\n", _item_header(item, payload), b"\n", payload)
-        return b"".join(chunks)
+        return chunks
 
     def serialize_into(self, file: IO[bytes]) -> int:
         """Write the envelope to a binary file; returns the number of bytes written."""

@@ -127,9 +127,10 @@ def build(
     client: str = CLIENT,
     heads: Heads | None = None,
 ) -> Request:
-    raw = envelope.serialize_stamped(rfc3339(now))
-    chosen = _compress.choose(encoding, len(raw), threshold)
-    body = _compress.compress(raw, chosen, level) if chosen else raw
+    chunks = envelope.stamped_chunks(rfc3339(now))
+    raw_size = sum(map(len, chunks))
+    chosen = _compress.choose(encoding, raw_size, threshold)
+    body = _compress.compress_chunks(chunks, chosen, level) if chosen else b"".join(chunks)
     if heads is None:
         heads = Heads(dsn, client)
     length = len(body)
@@ -140,4 +141,4 @@ def build(
         head = heads.head(length, chosen)
     else:  # (Heads.head, inline: the usual small body)
         head = b"%sContent-Length: %d\r\n\r\n" % (heads.prefix, length)
-    return Request(heads.url, heads.target, headers, body, len(raw), chosen, head=head)
+    return Request(heads.url, heads.target, headers, body, raw_size, chosen, head=head)

@@ -284,9 +284,8 @@ class HttpConnection:
         """Write requests back to back, small ones in one call."""
         send, until = self.stream.send, self._until(now, timeout, deadline)
         pending: list[bytes] = []
-        origin_form = self.proxy is None or self.dsn.scheme == "https"
         for request in batch:
-            pending.append(request.head if request.head and origin_form else self._head(request))
+            pending.append(self._head(request))
             if len(request.body) < _SMALL_BODY:
                 pending.append(request.body)
             else:

@@ -43,12 +43,14 @@ class AsyncioStream:
     async def send(self, data: bytes, deadline: float) -> None:
         writer = self._live()
         writer.write(data)
-        await asyncio.wait_for(writer.drain(), _remaining(deadline))
+        if writer.transport.get_write_buffer_size():  # else all went to the kernel already
+            await _within(writer.drain(), deadline)
 
     async def recv(self, deadline: float) -> bytes:
         self._live()
         assert self._reader is not None
-        return await asyncio.wait_for(self._reader.read(65536), _remaining(deadline))
+        data: bytes = await _within(self._reader.read(65536), deadline)
+        return data
 
     async def close(self) -> None:
         self.abort()
@@ -77,6 +79,20 @@ class AsyncioStream:
         if self._writer is None:
             raise ConnectionAbortedError("the connection is closed")
         return self._writer
+
+
+_TIMEOUT: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+
+async def _within(awaitable: Any, deadline: float) -> Any:
+    """``await awaitable``, or TimeoutError at the deadline: with ``asyncio.timeout`` where
+    there is one (a timer on the task), since ``wait_for`` makes a task of its own per call
+    (Python 3.11), which costs more than the read it waits for."""
+    remaining = _remaining(deadline)
+    if _TIMEOUT is None:
+        return await asyncio.wait_for(awaitable, remaining)
+    async with _TIMEOUT(remaining):
+        return await awaitable
 
 
 def _remaining(deadline: float) -> float:

@@ -93,9 +93,10 @@ class Item:
 
     @property
     def payload(self) -> bytes:
-        if self._payload is None:
-            self._payload = dumps(self._json)
-        return self._payload
+        payload = self._payload  # read once: forget_payload may run on another thread
+        if payload is None:
+            payload = self._payload = dumps(self._json)
+        return payload
 
     @payload.setter
     def payload(self, value: bytes) -> None:

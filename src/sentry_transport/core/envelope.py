@@ -124,8 +124,9 @@ class Item:
 
     def size_hint(self) -> int:
         """Payload size if known, else a cheap estimate that does not encode the JSON."""
-        if self._payload is not None:
-            return len(self._payload)
+        payload = self._payload
+        if payload is not None:
+            return len(payload)
         return estimate(self._json)
 
     def header_bytes(self) -> bytes:

@@ -76,9 +76,7 @@ def connection(server: Server, depth: int = 4, proven: bool = True) -> HttpConne
 
 def send_all(conn: HttpConnection, count: int, proceed: Any = None) -> list[Any]:
     outcomes = run(conn.pipeline(requests(count), 5.0, 0.0, proceed or (lambda r: True)))
-    return [
-        result.status if isinstance(result, Response) else type(result) for result, _ in outcomes
-    ]
+    return [result.status if isinstance(result, Response) else type(result) for result in outcomes]
 
 
 def test_several_go_out_in_one_write_and_answers_are_read_in_order_from_one_read() -> None:

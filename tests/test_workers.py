@@ -214,3 +214,25 @@ def test_a_flush_measures_what_the_inbox_held_when_it_began_not_what_keeps_comin
     assert run(pump.settle(begun + 0.2)) is False  # nothing can be delivered here
     assert drains == [DRAIN_BATCH] * 3  # as many rounds as the 600 take, not one more
     assert time.monotonic() - begun < 2.0
+
+
+def test_a_loop_measures_by_encoding_with_orjson_up_to_a_budget_and_estimates_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sentry_transport import Envelope
+    from sentry_transport.core import jsonenc
+    from sentry_transport.runtime import threads
+
+    pytest.importorskip("orjson")
+    big = [Envelope.for_event({"message": "m", "extra": {"blob": "x" * 100_000}}) for _ in range(5)]
+    sizes = threads.Estimates.measure_all(big)
+    encoded = [envelope.items[0].payload_is_encoded for envelope in big]
+    assert encoded == [True, True, True, False, False]  # 3 x 100 KB reach the 256 KiB budget
+    assert sizes[:3] == [len(envelope.items[0].payload) for envelope in big[:3]]
+    assert all(size > 100_000 for size in sizes[3:])  # estimated, not encoded
+    small = Envelope.for_event({"message": "m"})
+    assert threads.loop_size(small) == len(small.items[0].payload)  # the caller's own: exact
+    monkeypatch.setattr(jsonenc, "accelerator", None)  # without orjson: estimates only
+    other = Envelope.for_event({"message": "m"})
+    assert threads.loop_size(other) > 0 and not other.items[0].payload_is_encoded
+    assert threads.Estimates.measure_all([other]) and not other.items[0].payload_is_encoded

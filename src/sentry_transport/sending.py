@@ -129,8 +129,7 @@ class Sender:
             goes_on,
             timed,  # each request that went out alone: the server's own time
         )
-        for attempt, (result, _) in zip(sending, outcomes, strict=False):
-            results.append((attempt, result))
+        results += zip(sending, outcomes, strict=False)
         if self.pipelining.refused != refused:
             delivery.log.info(
                 "sentry_transport: one request at a time to %s from now on: %s",

@@ -42,13 +42,10 @@ from .spooler import SpoolWorker
 
 INBOX_UNMEASURED = 64  # envelopes held before they are measured, at the most
 DRAIN_BATCH = 256  # envelopes a worker moves from the inbox into the engine in one round
-# While pipelining, connections grow to carry this many requests (16 each: 4 connections)
-# against a slow server, FAR_IN_FLIGHT (8) against a far one. Throughput is what is in flight
-# over the round trip: 64 at 2 to 10 ms is 6,400/s or more, beyond what one process's CPU
-# sends anyway, but at 100 ms (another continent) only 640/s; 128 there is 1,280/s, and at
-# 20 ms 6,400/s. More would add connections (a TLS handshake each, a thread each for threads)
-# for rates the process could not feed. Near servers that read slow at times (GIL waits)
-# stay at 4 at most, as before.
+# While pipelining, connections grow to carry this many requests against a slow server (4 x
+# 16), FAR_IN_FLIGHT (8 x 16) against a far one. Throughput is in flight / round trip: 64 at
+# 2-10 ms is 6,400/s or more, but at 100 ms 640/s, 128 there 1,280/s. More would add
+# connections (a TLS handshake, a thread each) for rates one process could not feed.
 PIPELINED_IN_FLIGHT = 64
 FAR_IN_FLIGHT = 128
 RTT_WINDOW = 32  # round trips per window of the fastest-round-trip estimate
@@ -145,13 +142,11 @@ class Workers(Sender):
                     self._grow()
             return
         size = self.runtime.measure(envelope)
-        wake = None
-        spawn = False
+        kick: tuple[Any, bool] = (None, False)
         with self.lock:
             job = engine.submit(envelope, wall(), size)
             if job is not None and not self.inline and self.spool is None:
-                wake = self.idle.pop() if self.idle else None  # (one lock round: see _kick)
-                spawn = wake is None and self._may_start(first=True)
+                kick = self._kicked()  # in the same lock round
         if job is None:
             return
         if self.inline:
@@ -159,15 +154,21 @@ class Workers(Sender):
                 self.runtime.run(self._send_now(job))
         elif self.spool is not None:
             self.spool.kick()
-        elif wake is not None:
-            wake.set()
-        elif spawn:
-            self._spawn()
+        else:
+            self._carry_out(*kick)
 
     def _kick(self) -> None:
+        """Wake an idle worker, or start the first one."""
         with self.lock:
-            wake = self.idle.pop() if self.idle else None
-            spawn = wake is None and self._may_start(first=True)
+            kick = self._kicked()
+        self._carry_out(*kick)
+
+    def _kicked(self) -> tuple[Any, bool]:
+        """Under the lock: (an idle worker's wake to set, or None; whether to start one)."""
+        wake = self.idle.pop() if self.idle else None
+        return wake, wake is None and self._may_start(first=True)
+
+    def _carry_out(self, wake: Any, spawn: bool) -> None:
         if wake is not None:
             wake.set()
         elif spawn:
@@ -191,8 +192,7 @@ class Workers(Sender):
         depth = self.pipelining.depth
         if depth == 1:
             return self.options.max_connections
-        far = self.round_trip >= FAR and self.samples >= FAR_SAMPLES
-        in_flight = FAR_IN_FLIGHT if far else PIPELINED_IN_FLIGHT
+        in_flight = FAR_IN_FLIGHT if self._far() else PIPELINED_IN_FLIGHT
         return min(self.options.max_connections, max(2, -(-in_flight // depth)))
 
     def _grow(self) -> None:
@@ -206,7 +206,7 @@ class Workers(Sender):
         the workers the backlog can fill (a pipeline each) now: waiting for the next round,
         one worker per round, would cost a round trip per worker."""
         self._sample(seconds)
-        if self.round_trip < FAR or self.samples < FAR_SAMPLES or self.engine.stopped:
+        if not self._far() or self.engine.stopped:
             return
         since, cpu = self._cpu_mark  # the process's CPU since it was last measured
         elapsed = monotonic() - since
@@ -224,6 +224,10 @@ class Workers(Sender):
                 count += 1
         for _ in range(count):
             self._spawn()
+
+    def _far(self) -> bool:
+        """Whether the server is far: the fastest of FAR_SAMPLES round trips or more >= FAR."""
+        return self.round_trip >= FAR and self.samples >= FAR_SAMPLES
 
     def _may_start(self, first: bool) -> bool:
         """Under the lock: count a new worker in if one should start now."""

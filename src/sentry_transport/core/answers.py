@@ -10,44 +10,18 @@ Every item ends delivered or lost under one reason, once.
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from . import request as _request
 from .actions import REQUEUE, Attempt, Job, Result
 from .envelope import Envelope, Item
 from .errors import ProtocolError
 from .http11 import Response
+from .parts import EngineParts
 from .request import Outcome
 
-if TYPE_CHECKING:
-    from .client_reports import ClientReportLedger
-    from .ratelimit import RateLimits
-    from .retry import RetryPolicy
-    from .spool import SpoolState
-    from .stats import Books, Stats
 
-
-class Answers:
-    # what the mixin uses of Engine
-    _ready: deque[Job]
-    _delayed: list[tuple[float, int, Job]]
-    _flying: dict[int, Attempt]
-    queued_bytes: int
-    books: Books
-    stats: Stats
-    reports: ClientReportLedger
-    limits: RateLimits
-    retry: RetryPolicy
-    spool: SpoolState | None
-    closed: bool
-
-    if TYPE_CHECKING:
-
-        def _finish(self, job: Job, keep_file: bool = False) -> None: ...
-        def _park(self, job: Job, now: float) -> bool: ...
-
+class Answers(EngineParts):
     def on_results(
         self, results: Iterable[tuple[Attempt, Result]], now: float, rand: float = 0.5
     ) -> None:

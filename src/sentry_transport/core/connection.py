@@ -46,9 +46,7 @@ from .request import Request
 
 Op = tuple[Any, ...]  # (callable, *args)
 Io = Generator[Op, Any, Any]
-# A result, and the seconds from its write to its answer when it went out with nothing ahead
-# of it on the socket (0.0 otherwise: its time includes the answers before it).
-Outcome = tuple[Response | BaseException, float]
+Outcome = Response | BaseException  # a request's answer, or the error its exchange ended with
 
 _SMALL_BODY = 16 * 1024  # smaller bodies go out in the same write as the head
 PIPELINE_DEPTH = 16  # requests in flight on one connection, at the most (the default)
@@ -135,10 +133,10 @@ class HttpConnection:
         timed: Callable[[float], None] | None = None,
     ) -> Io:
         """Send ``requests`` in order, several in flight, reading the answers in order:
-        ``outcomes = yield from conn.pipeline(...)``, one ``(result, seconds)`` per request
-        decided, in order. A result is the ``Response``, or the error its exchange ended with
-        (the last one then); requests past the outcomes got no answer. Once ``proceed``
-        refuses an answer, nothing more is written, but what is in flight is still read.
+        ``outcomes = yield from conn.pipeline(...)``, one per request decided, in order: the
+        ``Response``, or the error its exchange ended with (the last one then); requests past
+        the outcomes got no answer. Once ``proceed`` refuses an answer, nothing more is
+        written, but what is in flight is still read.
         ``timed`` is told the seconds of each answer to a request that went out alone as soon
         as it is read (the driver learns the server's latency before the rest are answered).
         ``timeout`` bounds connecting and each wait for an answer; ``deadline`` (0: none)
@@ -158,7 +156,7 @@ class HttpConnection:
                     if not self.aborted:  # an idle keep-alive socket the server had closed:
                         deadline = first  # again on a new one, within the first deadline
                         continue
-                outcomes.append((exc, 0.0))
+                outcomes.append(exc)
                 break
         self.since = 0.0
         return outcomes
@@ -255,7 +253,7 @@ class HttpConnection:
                     shared.proven = True
                 elif timed is not None:
                     timed(last - written[i])
-                outcomes.append((response, 0.0 if behind[i] else last - written[i]))
+                outcomes.append(response)
                 if response.keep_alive:
                     shared.kept_alive = True
                 self.since = written[i + 1] if i + 1 < len(written) else 0.0

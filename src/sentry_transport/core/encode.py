@@ -66,7 +66,7 @@ class Encoder:
                 self.client,
                 self.heads,
             )
-            if len(request.body) > _limits.MAX_BODY:  # (limits.body_too_large)
+            if _limits.body_too_large(len(request.body)):
                 attempt.dropped.append(("send_error", items))
                 return
             attempt.request = request

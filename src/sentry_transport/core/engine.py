@@ -103,20 +103,16 @@ class Engine(Answers, Spooling):
         self.stats.accept(envelope.items)
         if size is None:
             size = sum(item.size_hint() for item in envelope.items)
-        spool = self.spool
-        queued = self.queued if spool is not None else len(self._ready) + len(self._delayed)
         if (
             self.closed
-            or queued >= self.options.queue_size
+            or self.queued >= self.options.queue_size
             or self.queued_bytes + size > self.options.queue_bytes
         ):
             self.books.lose("queue_overflow", envelope.items)
             return None
-        self._seq += 1  # (_next_seq, inline)
-        heapq.heappush(self._outstanding, self._seq)
-        job = Job(self._seq, envelope, size)
-        if spool is not None:
-            spool.unwritten.append(job)  # sent once the spool's worker wrote it
+        job = Job(self._next_seq(), envelope, size)
+        if self.spool is not None:
+            self.spool.unwritten.append(job)  # sent once the spool's worker wrote it
         else:
             self._ready.append(job)
         self.queued_bytes += size

@@ -137,8 +137,5 @@ def build(
     headers: tuple[tuple[str, str], ...] = (*heads.headers, ("Content-Length", str(length)))
     if chosen:
         headers += (("Content-Encoding", chosen),)
-    if chosen:
-        head = heads.head(length, chosen)
-    else:  # (Heads.head, inline: the usual small body)
-        head = b"%sContent-Length: %d\r\n\r\n" % (heads.prefix, length)
+    head = heads.head(length, chosen)
     return Request(heads.url, heads.target, headers, body, raw_size, chosen, head=head)

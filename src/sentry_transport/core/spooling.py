@@ -11,37 +11,14 @@ backoff, never while a rate limit is active) or by the next process on the direc
 from __future__ import annotations
 
 import heapq
-from collections import deque
-from typing import TYPE_CHECKING
 
 from .actions import Job
 from .envelope import Envelope
-from .spool import SpoolOutcome, SpoolState, SpoolWork
-
-if TYPE_CHECKING:
-    from .actions import Attempt
-    from .ratelimit import RateLimits
-    from .stats import Books, Stats
+from .parts import EngineParts
+from .spool import SpoolOutcome, SpoolWork
 
 
-class Spooling:
-    # what the mixin uses of Engine
-    spool: SpoolState | None
-    _ready: deque[Job]
-    _delayed: list[tuple[float, int, Job]]
-    _flying: dict[int, Attempt]
-    queued_bytes: int
-    books: Books
-    stats: Stats
-    limits: RateLimits
-    closed: bool
-    stopped: bool
-
-    if TYPE_CHECKING:
-
-        def _finish(self, job: Job, keep_file: bool = False) -> None: ...
-        def _next_seq(self) -> int: ...
-
+class Spooling(EngineParts):
     def spool_work(self, now: float, room: int, final: bool = False) -> SpoolWork | None:
         """The spool's next round, if it has one now (one round at a time)."""
         spool = self.spool

@@ -45,15 +45,11 @@ class Stats:
 
     def accept(self, items: list[Item]) -> None:
         self.accepted += 1
-        for item in items:  # (count_events, inline: once per envelope)
-            if item.headers.get("type") in EVENT_TYPES:
-                self.events_accepted += 1
+        self.events_accepted += count_events(items)
 
     def deliver(self, items: list[Item]) -> None:
         self.delivered += 1
-        for item in items:
-            if item.headers.get("type") in EVENT_TYPES:
-                self.events_delivered += 1
+        self.events_delivered += count_events(items)
 
     def lose(self, reason: str, counted: list[tuple[str, int]], handed_in: bool = True) -> None:
         """Count a loss; ``handed_in`` is False for losses before the transport."""

@@ -41,7 +41,7 @@ class SocketStream:
     ) -> None:
         self._create = create_connection
         self._clock = clock
-        self._may_block = kernel_timeouts and _KERNEL_TIMEOUTS  # (read at connect)
+        self._may_block = kernel_timeouts and _KERNEL_TIMEOUTS
         self._sock: Any = None
         self._timeout = 0.0  # the socket's timeout as last set
         self._kernel = False  # a blocking socket with the kernel's timeouts
@@ -73,7 +73,7 @@ class SocketStream:
             if tls is not None:
                 self._arm(sock, deadline)
                 sock = tls.wrap_socket(sock, server_hostname=server_hostname)
-            elif self._may_block and _KERNEL_TIMEOUTS and type(sock).__module__ == "socket":
+            elif self._may_block and type(sock).__module__ == "socket":
                 sock.settimeout(None)  # blocking, the kernel's timeouts (see _KERNEL_TIMEOUTS)
                 self._kernel, self._timeout = True, -1.0  # (-1: armed at the first call)
         except BaseException:

@@ -71,11 +71,11 @@ class Estimates:
         sizes: list[int] = []
         spent = 0
         for envelope in envelopes:
-            size = encoded_size(envelope) if spent < LOOP_ENCODE_BUDGET else None
-            if size is None:
-                size = estimated_size(envelope)
-            else:
+            if spent < LOOP_ENCODE_BUDGET:
+                size = encoded_size(envelope)
                 spent += size
+            else:
+                size = estimated_size(envelope)
             sizes.append(size)
         return sizes
 

@@ -861,3 +861,27 @@ def test_envelopes_written_by_sentry_sdk_parse_here() -> None:
     again = sdk.Envelope.deserialize(ours.serialize())
     assert again.headers == theirs.headers
     assert [i.get_bytes() for i in again.items] == [i.get_bytes() for i in theirs.items]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"event_id": "9ec79c33ec9942ab8353589fcb2e04dc"}, {}, {"sent_at": "old", "dsn": "x"}],
+)
+def test_sent_at_is_stamped_as_a_merged_header_would_be(headers: dict) -> None:
+    from sentry_transport.core.jsonenc import dumps
+
+    envelope = Envelope(headers, [Item(type="event", payload=b"{}")])
+    sent_at = "2026-12-02T04:00:00.000001Z"
+    chunks = envelope.stamped_chunks(sent_at)
+    assert chunks[0] == dumps({**headers, "sent_at": sent_at})
+    assert json.loads(chunks[0])["sent_at"] == sent_at
+
+
+@pytest.mark.parametrize("kind", ["event", "log", "my_own_type", 'quo"te'])
+def test_an_item_header_of_its_type_alone_is_written_as_json_would_be(kind: str) -> None:
+    from sentry_transport.core.jsonenc import dumps
+
+    item = Item(type=kind, payload=b"12345")
+    assert item.header_bytes() == dumps({"type": kind, "length": 5})
+    item.headers["filename"] = "a.txt"  # no longer the type alone
+    assert json.loads(item.header_bytes()) == {"type": kind, "filename": "a.txt", "length": 5}

@@ -338,3 +338,21 @@ def test_item_length_counts_the_bytes_written(json_path: str) -> None:
     header = json.loads(item.header_bytes())
     assert header["length"] == len(item.payload)
     assert strict_loads(item.payload) == {"message": "ключ 🐍", "x": None}
+
+
+def test_a_kept_payload_holds_no_more_memory_than_its_bytes(json_path: str) -> None:
+    """orjson's own bytes keep its whole write buffer (8 KiB for a 1 KB event): what an item
+    keeps is an exact copy, so that a queue's byte bound counts what it holds."""
+    import tracemalloc
+
+    event = {"message": "x" * 1100, "tags": {"a": "b"}}
+    assert jsonenc.dumps_kept(event) == jsonenc.dumps(event)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [Item.event(event).payload for _ in range(20)]
+        held = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert len(kept[0]) > 1100
+    assert held < len(kept[0]) + 512  # the bytes, the item's object and a little more

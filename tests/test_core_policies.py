@@ -639,6 +639,21 @@ def test_the_quick_read_remembers_a_head_and_reads_repeats_of_it_the_same() -> N
     assert http11.quick_response(unusual, memo) is None  # remembered as one for the parser
 
 
+def test_a_head_that_only_begins_like_the_remembered_one_is_read_afresh() -> None:
+    memo = http11.HeadMemo()
+    first = b"HTTP/1.1 200 OK\r\nContent-Length: 4"
+    assert http11.quick_response(first + b"\r\n\r\nabcd", memo) is not None
+    longer = first + b"0\r\n\r\n" + b"x" * 40  # Content-Length: 40, not 4
+    found = http11.quick_response(longer, memo)
+    assert found is not None and found[0].body == b"x" * 40 and found[1] == b""
+    more = first + b"\r\nRetry-After: 9\r\n\r\nabcd"  # one more header line
+    found = http11.quick_response(more, memo)
+    assert found is not None and found[0].header("retry-after") == "9"
+    assert memo.head == more[: more.index(b"\r\n\r\n")]
+    response = found[0]
+    assert type(response) is http11.Response and response._fields[0] == "status"
+
+
 def test_content_length() -> None:
     response = both_ways(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n"

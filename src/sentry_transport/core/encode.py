@@ -25,6 +25,15 @@ class Encoder:
         self.client = client
         self.encoding = _compress.resolve(self.options.compression)
         self.heads = _request.Heads(dsn, client)
+        self._stamp = (-1.0, "")  # the last (now, rfc3339(now)): a batch is stamped once
+
+    def sent_at(self, now: float) -> str:
+        """``rfc3339(now)``, rendered once for the attempts of a batch (one ``now``). The
+        pair is replaced whole, so workers sharing the encoder read a matching one."""
+        stamp = self._stamp
+        if stamp[0] != now:
+            stamp = self._stamp = (now, _request.rfc3339(now))
+        return stamp[1]
 
     def encode(self, attempt: Attempt, now: float) -> None:
         """JSON, size limits, compression and the request bytes, into ``attempt``.
@@ -42,11 +51,11 @@ class Encoder:
                     attempt.dropped.append(("internal_sdk_error", [item]))
                     continue
                 items.append(item)
-            if items:
-                too_big = {v.index for v in _limits.check_items(items)}
-                if too_big:
-                    attempt.dropped.append(("send_error", [items[i] for i in sorted(too_big)]))
-                    items = [item for i, item in enumerate(items) if i not in too_big]
+            violations = _limits.check_items(items) if items else None
+            if violations:
+                too_big = {v.index for v in violations}
+                attempt.dropped.append(("send_error", [items[i] for i in sorted(too_big)]))
+                items = [item for i, item in enumerate(items) if i not in too_big]
             if not items and not attempt.report:
                 return
             envelope = job.envelope
@@ -65,6 +74,7 @@ class Encoder:
                 self.options.compression_threshold,
                 self.client,
                 self.heads,
+                self.sent_at(now),
             )
             if _limits.body_too_large(len(request.body)):
                 attempt.dropped.append(("send_error", items))
@@ -78,4 +88,6 @@ class Encoder:
 
 def _same(items: list[Item], others: list[Item]) -> bool:
     """Whether two item lists hold the same items (then the envelope is sent as it is)."""
+    if len(items) == 1:  # the usual: one event
+        return len(others) == 1 and items[0] is others[0]
     return len(items) == len(others) and all(a is b for a, b in zip(items, others, strict=True))

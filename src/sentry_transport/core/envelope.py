@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
 from .estimate import estimate
-from .jsonenc import dumps
+from .jsonenc import dumps, dumps_kept
 
 _MAX_LENGTH = 2**32 - 1
 _NO_JSON = object()
@@ -95,7 +95,7 @@ class Item:
     def payload(self) -> bytes:
         payload = self._payload  # read once: forget_payload may run on another thread
         if payload is None:
-            payload = self._payload = dumps(self._json)
+            payload = self._payload = dumps_kept(self._json)
         return payload
 
     @payload.setter
@@ -291,7 +291,7 @@ class Envelope:
     def stamped_chunks(self, sent_at: str) -> list[bytes]:
         """The bytes of ``serialize_stamped``, in pieces (a compressor takes them as they
         are: a large payload is not copied into one string first)."""
-        chunks = [dumps({**self.headers, "sent_at": sent_at})]
+        chunks = [_stamped_header(self.headers, sent_at)]
         for item in self.items:
             payload = item.payload
             chunks += (b"\n", _item_header(item, payload), b"\n", payload)
@@ -333,12 +333,33 @@ def _loads_or_none(raw: bytes) -> Any:
         return None
 
 
+def _stamped_header(headers: dict[str, Any], sent_at: str) -> bytes:
+    """``dumps({**headers, "sent_at": sent_at})``: the same bytes, without the copy of the
+    headers when they hold no ``sent_at`` yet (``sent_at`` is RFC 3339: nothing to escape)."""
+    if not headers or "sent_at" in headers:
+        return dumps({**headers, "sent_at": sent_at})
+    return b'%s,"sent_at":"%s"}' % (dumps(headers)[:-1], sent_at.encode("ascii"))
+
+
+# Item types whose header is often {"type": <type>} alone: that header's bytes up to the
+# length, rendered once (a bounded table: only these types, never a caller's own strings).
+_TYPE_ONLY_HEADS = {
+    kind: dumps({"type": kind})[:-1] + b',"length":'
+    for kind in ("event", "transaction", "attachment", "session", "sessions", "log", "span")
+}
+
+
 def _item_header(item: Item, payload: bytes) -> bytes:
     """``item.header_bytes()`` for its ``payload``."""
     raw = item._raw_header
     if raw is not None and _raw_still_valid(raw, item.headers, payload):
         return raw
-    return dumps({**item.headers, "length": len(payload)})
+    headers = item.headers
+    if len(headers) == 1:
+        prefix = _TYPE_ONLY_HEADS.get(headers.get("type"))  # type: ignore[arg-type]
+        if prefix is not None:
+            return b"%s%d}" % (prefix, len(payload))
+    return dumps({**headers, "length": len(payload)})
 
 
 def _raw_still_valid(raw: bytes, headers: Mapping[str, Any], payload: bytes) -> bool:

@@ -36,6 +36,9 @@ class Response(NamedTuple):
         return None
 
 
+_new_response = tuple.__new__
+
+
 class StaleConnection(ConnectionError):
     """A reused keep-alive connection was closed by the server before any answer byte: the
     request may be sent again once on a new connection."""
@@ -72,13 +75,15 @@ def quick_response(data: bytes, memo: HeadMemo | None = None) -> tuple[Response,
     Content-Length body (or none, for 204/304), it and the bytes past it; else None, and
     ``ResponseParser`` reads it (it also gives every error). Same values as the parser.
     ``memo``: the connection's last head, to skip parsing one seen before."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0 or end > MAX_HEAD:
-        return None
-    head = data[:end]
-    if memo is not None and memo.head == head:
-        parsed = memo.parsed
+    known = memo.head if memo is not None else b""
+    if known and data.startswith(known) and data.startswith(b"\r\n\r\n", len(known)):
+        end = len(known)  # the head seen last, whole: no search, no copy
+        parsed = memo.parsed  # type: ignore[union-attr]
     else:
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end > MAX_HEAD:
+            return None
+        head = data[:end]
         parsed = _quick_head(head)
         if memo is not None:
             memo.head, memo.parsed = head, parsed
@@ -89,7 +94,10 @@ def quick_response(data: bytes, memo: HeadMemo | None = None) -> tuple[Response,
     if len(data) < start + length:
         return None
     body = data[start : start + min(length, MAX_KEPT_BODY)]
-    return Response(status, reason, headers, body, keep_alive), data[start + length :]
+    # (tuple.__new__: the same Response without the named tuple's Python-level __new__)
+    return _new_response(Response, (status, reason, headers, body, keep_alive)), data[
+        start + length :
+    ]
 
 
 def _quick_head(

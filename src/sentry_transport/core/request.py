@@ -126,8 +126,10 @@ def build(
     threshold: int = 2048,
     client: str = CLIENT,
     heads: Heads | None = None,
+    sent_at: str | None = None,
 ) -> Request:
-    chunks = envelope.stamped_chunks(rfc3339(now))
+    """``sent_at``: ``rfc3339(now)``, if the caller has it already (a batch shares one)."""
+    chunks = envelope.stamped_chunks(sent_at or rfc3339(now))
     raw_size = sum(map(len, chunks))
     chosen = _compress.choose(encoding, raw_size, threshold)
     body = _compress.compress_chunks(chunks, chosen, level) if chosen else b"".join(chunks)

@@ -41,6 +41,17 @@ def test_prefix_picks_the_transport(prefix: str, cls: type) -> None:
         transport.close(0)
 
 
+@pytest.mark.parametrize("prefix", ["", "sync+", "requests+", "threaded+requests+", "urllib3+"])
+def test_a_runtime_of_threads_is_not_taken_for_patched(prefix: str) -> None:
+    """What tells a later gevent or eventlet patch apart reads False in an unpatched
+    process, whatever the runtime keeps of its own (a rebuild per capture would resend)."""
+    transport = make_transport(prefix + DSN)
+    try:
+        assert transport._pump.runtime.patched() is False  # type: ignore[attr-defined]
+    finally:
+        transport.close(0)
+
+
 def test_options_from_querystring_and_keywords() -> None:
     transport = make_transport("sync+" + DSN + "?timeout=7&verify_ssl=0", timeout=2)
     assert isinstance(transport, SyncTransport)

@@ -64,6 +64,8 @@ FAR_SAMPLES = 2
 FAR_CPU = 0.5
 
 
+_SLOWEST = float("inf")  # a round trip no server is slower than (see _growth_due)
+
 wall = time.time  # the engine's clock (rate limits, sent_at)
 monotonic = time.monotonic  # deadlines
 
@@ -176,14 +178,15 @@ class Workers(Sender):
 
     def _growth_due(self) -> bool:
         """Whether a new worker looks due, read without the lock (so that a capture takes the
-        lock only when it is likely to start one; ``_may_start`` decides under the lock)."""
-        return not self.engine.stopped and should_grow(
-            self.workers,
-            len(self.idle),
-            self.engine.ready + len(self.inbox),
-            self._slowest(),
-            self.cpu_busy,
-            self._most_connections(),
+        lock only when it is likely to start one; ``_may_start`` decides under the lock).
+        How slow the server is, the dearest to read, is read only if a server as slow as
+        can be would get a worker now (``should_grow`` only grows with the round trip)."""
+        if self.engine.stopped:
+            return False
+        workers, idle, most = self.workers, len(self.idle), self._most_connections()
+        backlog, busy = self.engine.ready + len(self.inbox), self.cpu_busy
+        return should_grow(workers, idle, backlog, _SLOWEST, busy, most) and should_grow(
+            workers, idle, backlog, self._slowest(), busy, most
         )
 
     def _most_connections(self) -> int:

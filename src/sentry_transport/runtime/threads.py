@@ -102,13 +102,13 @@ class Threads:
     run = staticmethod(run)  # how a blocking caller runs the pump's generators
 
     def __init__(self) -> None:
-        self._made_with = (socket.socket, threading.Lock)
+        self._made_socket, self._made_lock = socket.socket, threading.Lock  # (patched since?)
 
     def attach(self, pump: Any) -> None:
         """The pump this runtime serves (event-loop runtimes watch their loop for it)."""
 
     def patched(self) -> bool:
-        return (socket.socket, threading.Lock) != self._made_with
+        return socket.socket is not self._made_socket or threading.Lock is not self._made_lock
 
     def lock(self) -> Any:
         return threading.Lock()

@@ -81,7 +81,7 @@ def test_batches_fill_a_pipeline_while_slow_and_stay_small_for_large_envelopes(p
         pump.engine.submit(Envelope.for_event({"message": f"e{i}"}), 0.0, 1000)
     pump.workers = 2
     pump._sample(0.020)  # a slow server
-    assert pump._batch() == pump.pipelining.depth == 16
+    assert pump._batch() == pump.pipelining.depth == 32
     pump.pipelining.refuse("no pipelining here")
     assert pump._batch() == 1  # one request at a time, as without pipelining
     pump.engine.reset()
@@ -97,9 +97,9 @@ def test_a_slow_server_gets_full_pipelines_not_shares_of_the_backlog(pump: Pump)
     for i in range(20):
         pump.engine.submit(Envelope.for_event({"message": f"e{i}"}), 0.0, 1000)
     pump.workers = 8
-    assert pump._batch() == 16  # not measured yet: a full pipeline
+    assert pump._batch() == 32  # not measured yet: a full pipeline
     pump._sample(0.020)
-    assert pump._batch() == 16  # slow: a round trip costs the same for 2 as for 16
+    assert pump._batch() == 32  # slow: a round trip costs the same for 2 as for 32
     pump._sample(0.0003)
     assert pump._batch() == 2  # fast: the CPU limits, each worker takes part
 
@@ -131,12 +131,12 @@ def _ramp(
 
 
 def test_a_far_server_starts_the_workers_the_backlog_fills_at_once(pump: Pump) -> None:
-    assert len(_ramp(pump, 0.020, 500)) == 6  # 8 x 16 = 128 in flight
+    assert len(_ramp(pump, 0.020, 500)) == 6  # 8 x 32 = 256 in flight
     assert pump.workers == 8 == pump._most_connections()
 
 
 def test_the_ramp_starts_only_as_many_as_the_backlog_fills(pump: Pump) -> None:
-    assert len(_ramp(pump, 0.020, 40)) == 3  # 40 queued: 3 more pipelines of 16
+    assert len(_ramp(pump, 0.020, 80)) == 3  # 80 queued: 3 more pipelines of 32
 
 
 def test_no_ramp_for_a_near_server_a_busy_process_or_one_slow_answer(pump: Pump) -> None:
@@ -147,17 +147,19 @@ def test_no_ramp_for_a_near_server_a_busy_process_or_one_slow_answer(pump: Pump)
         assert _ramp(pump, 0.020, 500, **case) == []  # type: ignore[arg-type]
 
 
-def test_connections_grow_to_carry_64_requests_while_pipelining_128_when_far(pump: Pump) -> None:
-    assert pump._most_connections() == 4  # 4 x 16 in flight
+def test_connections_grow_to_4_while_pipelining_8_when_far(pump: Pump) -> None:
+    assert pump._most_connections() == 4  # 4 x 32 in flight
     pump._sample(0.005)
     pump._sample(0.005)
-    assert pump._most_connections() == 4  # slow, not far: 64 is 12,800/s at 5 ms
+    assert pump._most_connections() == 4  # slow, not far: 128 is 25,600/s at 5 ms
     pump._sample(0.02)
     assert pump._most_connections() == 4  # one far round trip: the fastest still says 5 ms
     pump.round_trip, pump._fastest, pump.samples = 0.0, (float("inf"), float("inf"), 0), 0
     pump._sample(0.02)
     pump._sample(0.02)
-    assert pump._most_connections() == 8  # 8 x 16 in flight
+    assert pump._most_connections() == 8  # 8 x 32 in flight
+    pump.pipelining.depth = 64  # a deeper pipeline: as many connections (a server answers
+    assert pump._most_connections() == 8  # one connection's requests one by one)
     pump.pipelining.refuse("no pipelining here")
     assert pump._most_connections() == pump.options.max_connections == 16
 

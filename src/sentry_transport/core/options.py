@@ -141,7 +141,7 @@ class TransportOptions:
     queue_size: int = 10_000
     queue_bytes: int = 64 * 1024 * 1024
     max_connections: int = 16
-    pipeline_depth: int = 16
+    pipeline_depth: int = 32
     shutdown_timeout: float = 2.0
     retry_attempts: int = 3
     retry_deadline: float = 30.0

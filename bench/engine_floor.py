@@ -2,8 +2,8 @@
 
 What a worker does for each envelope, run in one thread over ``--count`` envelopes at a time:
 measure (encode the JSON, as a capture past the inbox or a worker's drain does), submit,
-take a batch (``next_action``, 16 at a time, as a pipeline does), encode (size limits,
-``sent_at``, the head and body), join a pipelined write, read 16 answers from one buffer
+take a batch (``next_action``, ``MAX_BATCH`` at a time, as a worker does), encode (size limits,
+``sent_at``, the head and body), join a pipelined write, read a batch's answers from one buffer
 (``quick_response``, the head memo warm), report the results. The total is the floor under
 ``bench/cpu_per_envelope.py``'s µs CPU per envelope: what threads, sockets and the kernel add
 comes on top of it. Medians over ``--repeats`` rounds, fresh envelopes each round.
@@ -32,7 +32,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 STAGES = ("measure", "submit", "take", "encode", "write", "read", "report")
 ROUNDS_PER_CHILD = 3  # rounds one child process runs (children alternate between peers)
-BATCH = 16  # requests per pipelined write, as a worker's pipeline writes them
 ANSWER = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 41\r\n"
     b"Date: Wed, 02 Dec 2026 04:00:00 GMT\r\n\r\n" + b'{"id":"' + b"0" * 32 + b'"}'
@@ -45,6 +44,7 @@ def rounds(count: int, repeats: int) -> dict[str, list[float]]:
 
     from sentry_transport import Envelope
     from sentry_transport.core.dsn import Dsn
+    from sentry_transport.core.engine import MAX_BATCH as BATCH  # what a worker takes
     from sentry_transport.core.engine import Engine, Send
     from sentry_transport.core.http11 import HeadMemo, quick_response
     from sentry_transport.runtime.threads import encoded_size

@@ -238,3 +238,28 @@ def test_a_loop_measures_by_encoding_with_orjson_up_to_a_budget_and_estimates_th
     other = Envelope.for_event({"message": "m"})
     assert threads.loop_size(other) > 0 and not other.items[0].payload_is_encoded
     assert threads.Estimates.measure_all([other]) and not other.items[0].payload_is_encoded
+
+
+def test_a_loop_moves_an_encode_to_a_thread_only_for_its_slow_work() -> None:
+    """JSON still to encode or bodies to compress, 16 KiB of it or more, go to a thread; a
+    batch of small events measured (encoded) already is joined into requests on the loop."""
+    from sentry_transport import Envelope
+    from sentry_transport.core.actions import Attempt, Job
+    from sentry_transport.runtime.threads import INLINE_ENCODE_BYTES, encodes_inline
+
+    def attempts(count: int, blob: int, encoded: bool) -> list[Attempt]:
+        made = []
+        for i in range(count):
+            envelope = Envelope.for_event({"message": "m", "extra": {"blob": "x" * blob}})
+            # encoded: measured by encoding; else as an estimate would have it
+            size = len(envelope.items[0].payload) if encoded else blob + 60
+            made.append(Attempt(Job(i, envelope, size), list(envelope.items)))
+        return made
+
+    measured = attempts(32, 1000, encoded=True)  # 32 x ~1.1 KB: 35 KB, all ready
+    assert sum(a.job.size for a in measured) >= INLINE_ENCODE_BYTES
+    assert encodes_inline(measured)
+    assert not encodes_inline(attempts(32, 1000, encoded=False))  # 35 KB of JSON to encode
+    assert encodes_inline(attempts(4, 1000, encoded=False))  # 4 KB of it: on the loop
+    assert not encodes_inline(attempts(8, 3000, encoded=True))  # 24 KB to compress
+    assert encodes_inline(attempts(4, 3000, encoded=True))  # 12 KB of it

@@ -2,8 +2,9 @@
 
 The loop is the one running when the transport is made, else the first one it is used on;
 when that loop is closed and the transport is used again, the pump rebuilds on the next one
-(``patched()`` says so). Wakes, spawns and encodes hop onto the loop from any thread. A job
-of ``INLINE_ENCODE_BYTES`` or more is encoded and compressed in the loop's default executor
+(``patched()`` says so). Wakes, spawns and encodes hop onto the loop from any thread. A batch
+with ``INLINE_ENCODE_BYTES`` or more of JSON to encode or bodies to compress
+(``threads.encodes_inline``) is encoded in the loop's default executor
 (with orjson its JSON was encoded on the loop already, when its size was measured: see
 ``threads.loop_size``).
 
@@ -27,7 +28,7 @@ from ..core.envelope import Envelope
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.aio import AsyncioStream, arun
-from .threads import INLINE_ENCODE_BYTES, Estimates, Threads, loop_size
+from .threads import Estimates, Threads, encodes_inline, loop_size
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -167,7 +168,7 @@ class Asyncio:
     async def encode(
         encode: Callable[[Attempt, float], None], attempts: list[Attempt], now: float
     ) -> None:
-        if sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES:
+        if encodes_inline(attempts):
             Threads.encode(encode, attempts, now)  # cheaper than the hop to a thread
         else:
             await Asyncio.offload(Threads.encode, encode, attempts, now)

@@ -8,8 +8,9 @@ keeps the guarantees, patched process or not:
   waits for the pipe through the hub, any other thread in ``select``. No hub state is
   touched from another thread; a spawn asked for by another thread goes through a doorbell
   (a green thread at home that runs what other threads hand it).
-- Lock: a real OS lock, never held across a switch. Jobs of ``INLINE_ENCODE_BYTES`` or more
-  are encoded and compressed on the process's helper thread; sizes: ``threads.Estimates``.
+- Lock: a real OS lock, never held across a switch. Batches with ``INLINE_ENCODE_BYTES`` or
+  more of JSON to encode or bodies to compress (``threads.encodes_inline``) are encoded on the
+  process's helper thread; sizes: ``threads.Estimates``.
 - TLS: the contexts of ``io/tls.py`` as eventlet's ``GreenSSLContext``.
 - Fork: the child's first pump gives the forking thread a fresh hub when the inherited one
   polls through a kernel object (epoll, kqueue) it would share with the parent.

@@ -10,9 +10,10 @@ server, a ``gevent.sleep``, a join, or this transport's ``flush``/``close``).
 - Lock: a real OS lock (the unpatched ``_thread`` one), which the pump never holds across a
   switch. Wakes: a greenlet waits on its own thread's hub, woken through an async watcher
   (whose ``send()`` is thread-safe); a thread without a hub blocks on an OS lock.
-- Jobs of ``INLINE_ENCODE_BYTES`` or more are encoded and compressed in the home hub's
-  threadpool, so the hub keeps running; sizes: ``threads.Estimates`` (with orjson the JSON
-  is encoded on the hub when it is measured, which costs less than estimating it).
+- Batches with ``INLINE_ENCODE_BYTES`` or more of JSON to encode or bodies to compress
+  (``threads.encodes_inline``) are encoded in the home hub's threadpool, so the hub keeps
+  running; sizes: ``threads.Estimates`` (with orjson the JSON is encoded on the hub when it
+  is measured, which costs less than estimating it).
 - Sockets come from ``gevent.socket``; TLS contexts are configured by ``io/tls.py`` and made
   gevent contexts (whose sockets are cooperative, patched or not).
 - Fork: gevent's ``os.fork`` re-initialises the hub in the child; after a plain ``os.fork``

@@ -21,7 +21,26 @@ from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import SocketStream, run
 
-INLINE_ENCODE_BYTES = 16 * 1024  # loops and hubs: smaller jobs are encoded on the loop
+INLINE_ENCODE_BYTES = 16 * 1024  # loops and hubs: less work than this is encoded on the loop
+# A job this small whose JSON is encoded already (by its measuring) is only joined into a
+# request, not compressed (the default compression_threshold): no slow work to move off a loop.
+READY_JOB_BYTES = 2048
+
+
+def encodes_inline(attempts: list[Attempt]) -> bool:
+    """Whether a loop or hub encodes these attempts itself rather than in a thread: the slow
+    work they hold (JSON still to encode, bodies to compress) is under INLINE_ENCODE_BYTES.
+    A batch of small events measured already holds none: joining each into a request costs
+    a few us, less than the hop to a thread and back (with a compression_threshold below
+    READY_JOB_BYTES their compression is done on the loop too, a few us each)."""
+    work = 0
+    for attempt in attempts:
+        size = attempt.job.size
+        if size >= READY_JOB_BYTES or not all(item.payload_is_encoded for item in attempt.items):
+            work += size
+            if work >= INLINE_ENCODE_BYTES:
+                return False
+    return True
 
 
 def encoded_size(envelope: Envelope) -> int:
@@ -82,15 +101,15 @@ class Estimates:
 
 class Hub(Estimates):
     """What a hub's runtime (gevent, eventlet) does alike: sizes by ``loop_size``, and
-    batches of ``INLINE_ENCODE_BYTES`` or more encoded through its ``offload`` (off the hub),
-    smaller ones right there (cheaper than the hop)."""
+    batches of ``INLINE_ENCODE_BYTES`` or more of slow work encoded through its ``offload``
+    (off the hub), the others right there (cheaper than the hop; see ``encodes_inline``)."""
 
     offload: Callable[..., Any]
 
     def encode(
         self, encode: Callable[[Attempt, float], None], attempts: list[Attempt], now: float
     ) -> None:
-        if sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES:
+        if encodes_inline(attempts):
             Threads.encode(encode, attempts, now)
         else:
             self.offload(Threads.encode, encode, attempts, now)

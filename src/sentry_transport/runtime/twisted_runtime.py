@@ -5,8 +5,9 @@ The reactor is Twisted's global one, looked up at the first capture (an applicat
 install another reactor after making the transport, before using it). Captures may come
 from any thread: the pump's decision lock is a real lock, never held across I/O, and wakes,
 spawns and aborts made off the reactor's thread hop onto it (``callFromThread``; before
-the reactor starts they wait in its queue and run when it does). A job of
-``INLINE_ENCODE_BYTES`` or more is encoded and compressed in the reactor's thread pool, so
+the reactor starts they wait in its queue and run when it does). A batch with
+``INLINE_ENCODE_BYTES`` or more of JSON to encode or bodies to compress
+(``threads.encodes_inline``) is encoded in the reactor's thread pool, so
 the reactor never stalls on it (with orjson its JSON was encoded when its size was measured:
 ``threads.Estimates``).
 
@@ -36,7 +37,7 @@ from ..core.errors import MissingDependencyError
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import run
-from .threads import INLINE_ENCODE_BYTES, Estimates, Threads, loop_size
+from .threads import INLINE_ENCODE_BYTES, Estimates, Threads, encodes_inline, loop_size
 
 try:
     from twisted.internet.defer import Deferred, maybeDeferred
@@ -222,7 +223,7 @@ class Twisted:
     def encode(
         self, encode: Callable[[Attempt, float], None], attempts: list[Attempt], now: float
     ) -> Deferred[None] | None:
-        if sum(attempt.job.size for attempt in attempts) < INLINE_ENCODE_BYTES:
+        if encodes_inline(attempts):
             Threads.encode(encode, attempts, now)  # cheaper than the hop to a thread
             return None
         deferred: Deferred[None] | None = self.offload(Threads.encode, encode, attempts, now)

@@ -263,3 +263,36 @@ def test_a_loop_moves_an_encode_to_a_thread_only_for_its_slow_work() -> None:
     assert encodes_inline(attempts(4, 1000, encoded=False))  # 4 KB of it: on the loop
     assert not encodes_inline(attempts(8, 3000, encoded=True))  # 24 KB to compress
     assert encodes_inline(attempts(4, 3000, encoded=True))  # 12 KB of it
+
+
+def test_a_thread_wake_behaves_as_an_event_for_its_waiter() -> None:
+    import threading
+    import time
+
+    from sentry_transport.runtime.threads import ThreadWake
+
+    wake = Threads().wake()
+    assert isinstance(wake, ThreadWake)  # an unpatched process: the raw-lock wake
+    begun = time.monotonic()
+    assert wake.wait(0.05) is False and not wake.is_set()  # nobody set it: the timeout
+    assert 0.04 <= time.monotonic() - begun < 1.0
+    wake.set()
+    wake.set()  # twice: still one set wake, no error
+    assert wake.wait(5) is True and wake.wait(0) is True  # stays set, as an Event does
+    wake.clear()
+    assert wake.wait(0.01) is False
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(wake.wait(5)))
+    waiter.start()
+    time.sleep(0.05)  # (it waits on the gate by now, or soon: either way it sees the set)
+    begun = time.monotonic()
+    wake.set()
+    waiter.join(5)
+    assert woke == [True] and time.monotonic() - begun < 1.0
+    wake.clear()
+    wake._gate.release()  # a set and a clear that raced: the gate open, the flag down
+    begun = time.monotonic()
+    assert wake.wait(5) is False  # at once, as a timeout: its caller looks again
+    assert time.monotonic() - begun < 1.0
+    wake.clear()
+    assert wake.wait(0.01) is False and not wake.is_set()

@@ -224,3 +224,67 @@ def test_losses_recorded_from_many_threads_are_reported_exactly(sink: Sink, back
     assert totals == {("sample_rate", "transaction"): 1200, ("sample_rate", "span"): 1200}
     assert transport.stats()["events"] == {"accepted": 48, "delivered": 48, "lost": 0}
     transport.close(1)
+
+
+@pytest.mark.parametrize("backend", ["threaded", "asyncio"])
+def test_no_capture_waits_for_a_flush_to_be_sent(sink: Sink, backend: str) -> None:
+    """Every capture is sent without a flush (which would wake the workers itself): one at a
+    time with pauses, so that workers go idle between them and each capture must wake one,
+    then bursts from 8 threads at once. Delivery is polled, never flushed."""
+    import asyncio
+    import threading
+    import time
+
+    from sentry_transport import AsyncioTransport
+
+    def delivered(transport: object) -> int:
+        return int(transport.stats()["events"]["delivered"])  # type: ignore[attr-defined]
+
+    def until(transport: object, count: int) -> bool:
+        deadline = time.monotonic() + 10
+        while delivered(transport) < count and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return delivered(transport) == count
+
+    def scenario(transport: object, capture: object) -> None:
+        for i in range(40):  # alone: the workers are idle each time
+            capture(event(f"alone-{i}"))  # type: ignore[operator]
+            assert until(transport, i + 1), f"capture {i} was not sent without a flush"
+
+        def burst(k: int) -> None:
+            for i in range(150):
+                capture(event(f"t{k}-{i}"))  # type: ignore[operator]
+                if i % 10 == 0:
+                    time.sleep(0.002)  # a pause: the inbox runs dry now and then
+
+        threads = [threading.Thread(target=burst, args=(k,)) for k in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert until(transport, 40 + 8 * 150)
+
+    if backend == "threaded":
+        transport = make_transport(sink.dsn)
+        try:
+            scenario(transport, transport.capture_envelope)
+        finally:
+            transport.close(5)
+        return
+
+    async def main() -> None:  # the loop runs in this thread; the scenario in another
+        transport = AsyncioTransport(sink.dsn)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                scenario(transport, transport.capture_envelope)
+            except BaseException as exc:  # reported below, on the loop's thread
+                failure.append(exc)
+
+        await asyncio.get_running_loop().run_in_executor(None, run)
+        await transport.aclose(5)
+        if failure:
+            raise failure[0]
+
+    asyncio.run(main())

@@ -3,6 +3,7 @@ timeouts (one system call per read or write); others keep Python's timeouts."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import threading
@@ -17,8 +18,11 @@ from sentry_transport.io.sockets import SocketStream
 KERNEL = sys.platform.startswith("linux")
 
 
+Silent = tuple[socket.socket, list[socket.socket]]  # the server, what it accepted
+
+
 @pytest.fixture
-def silent() -> Iterator[tuple[socket.socket, list[socket.socket]]]:
+def silent() -> Iterator[Silent]:
     """A local server that accepts and then neither reads nor writes."""
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(10)
@@ -41,24 +45,25 @@ def silent() -> Iterator[tuple[socket.socket, list[socket.socket]]]:
         conn.close()
 
 
-def connected(server: socket.socket, seconds: float = 5.0) -> SocketStream:
-    stream = SocketStream()
+@contextlib.contextmanager
+def connected(server: socket.socket, stream: SocketStream | None = None) -> Iterator[SocketStream]:
+    """A stream (a new SocketStream unless given) connected to ``server``; closed after."""
+    stream = stream or SocketStream()
     stream.connect("127.0.0.1", server.getsockname()[1], None, "127.0.0.1", time.monotonic() + 5)
-    return stream
-
-
-def test_a_plain_socket_uses_the_kernel_s_timeouts_where_it_can(silent) -> None:  # type: ignore[no-untyped-def]
-    stream = connected(silent[0])
     try:
-        assert stream._kernel is KERNEL
-        assert (stream._sock.gettimeout() is None) is KERNEL  # blocking, on Linux
+        yield stream
     finally:
         stream.close()
 
 
-def test_a_read_ends_at_its_deadline(silent) -> None:  # type: ignore[no-untyped-def]
-    stream = connected(silent[0])
-    try:
+def test_a_plain_socket_uses_the_kernel_s_timeouts_where_it_can(silent: Silent) -> None:
+    with connected(silent[0]) as stream:
+        assert stream._kernel is KERNEL
+        assert (stream._sock.gettimeout() is None) is KERNEL  # blocking, on Linux
+
+
+def test_a_read_ends_at_its_deadline(silent: Silent) -> None:
+    with connected(silent[0]) as stream:
         begun = time.monotonic()
         with pytest.raises(TimeoutError):
             stream.recv(begun + 0.3)
@@ -67,56 +72,44 @@ def test_a_read_ends_at_its_deadline(silent) -> None:  # type: ignore[no-untyped
         with pytest.raises(TimeoutError):  # a later, shorter deadline is armed again
             stream.recv(begun + 0.1)
         assert time.monotonic() - begun < 0.5
-    finally:
-        stream.close()
 
 
-def test_a_write_nobody_reads_ends_at_its_deadline(silent) -> None:  # type: ignore[no-untyped-def]
-    stream = connected(silent[0])
-    try:
+def test_a_write_nobody_reads_ends_at_its_deadline(silent: Silent) -> None:
+    with connected(silent[0]) as stream:
         begun = time.monotonic()
         with pytest.raises(TimeoutError):
             for _ in range(1000):  # until the buffers are full
                 stream.send(b"x" * 1_000_000, begun + 0.5)
         assert time.monotonic() - begun < 2.0
-    finally:
-        stream.close()
 
 
-def test_abort_from_another_thread_ends_a_blocked_read(silent) -> None:  # type: ignore[no-untyped-def]
-    stream = connected(silent[0])
-    threading.Timer(0.2, stream.abort).start()
-    begun = time.monotonic()
-    try:
+def test_abort_from_another_thread_ends_a_blocked_read(silent: Silent) -> None:
+    with connected(silent[0]) as stream:
+        threading.Timer(0.2, stream.abort).start()
+        begun = time.monotonic()
         try:
             data = stream.recv(begun + 5.0)
         except OSError:
             data = b""
         assert data == b"" and time.monotonic() - begun < 2.0
-    finally:
-        stream.close()
 
 
-def test_without_kernel_timeouts_python_s_are_used(silent, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_without_kernel_timeouts_python_s_are_used(
+    silent: Silent, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sockets, "_KERNEL_TIMEOUTS", False)
-    stream = connected(silent[0])
-    try:
+    with connected(silent[0]) as stream:
         assert not stream._kernel and stream._sock.gettimeout()
         with pytest.raises(TimeoutError):
             stream.recv(time.monotonic() + 0.1)
-    finally:
-        stream.close()
 
 
-def test_a_deadline_closer_than_the_slack_still_holds(silent) -> None:  # type: ignore[no-untyped-def]
-    stream = connected(silent[0])
-    try:
+def test_a_deadline_closer_than_the_slack_still_holds(silent: Silent) -> None:
+    with connected(silent[0]) as stream:
         begun = time.monotonic()
         with pytest.raises(TimeoutError):
             stream.recv(begun + 0.01)  # the first call on the socket, 10 ms left
         assert time.monotonic() - begun < 0.5
-    finally:
-        stream.close()
 
 
 def test_a_write_the_server_reads_slowly_ends_at_its_deadline() -> None:
@@ -135,26 +128,21 @@ def test_a_write_the_server_reads_slowly_ends_at_its_deadline() -> None:
 
     thread = threading.Thread(target=read_slowly, daemon=True)
     thread.start()
-    stream = connected(server)
     try:
-        begun = time.monotonic()
-        with pytest.raises(TimeoutError):
-            stream.send(b"x" * 8_000_000, begun + 0.5)
-        assert time.monotonic() - begun < 1.5  # the deadline of the whole write, not a call's
+        with connected(server) as stream:
+            begun = time.monotonic()
+            with pytest.raises(TimeoutError):
+                stream.send(b"x" * 8_000_000, begun + 0.5)
+            assert time.monotonic() - begun < 1.5  # the whole write's deadline, not a call's
     finally:
         stop.set()
-        stream.close()
         thread.join(5)
         server.close()
 
 
-def test_the_sync_runtime_keeps_python_s_timeouts(silent) -> None:  # type: ignore[no-untyped-def]
+def test_the_sync_runtime_keeps_python_s_timeouts(silent: Silent) -> None:
     from sentry_transport.runtime.threads import Inline, Threads
 
     assert Threads().stream()._may_block is KERNEL
-    stream = Inline().stream()
-    stream.connect("127.0.0.1", silent[0].getsockname()[1], None, "127.0.0.1", time.monotonic() + 5)
-    try:
+    with connected(silent[0], Inline().stream()) as stream:
         assert not stream._kernel and stream._sock.gettimeout()
-    finally:
-        stream.close()

@@ -356,9 +356,9 @@ class Workers(Sender):
         time, so that encoding them comes in small steps). Against a fast server, a share of
         the backlog (the workers' CPU limits: each takes part). While round trips are slow or
         not yet measured (the server's latency limits), a full pipeline (one job without
-        pipelining): a round trip costs the same for 1 request as for 16, so a backlog split
-        evenly over the workers would go out as many part-filled pipelines, each a round trip.
-        """
+        pipelining): a round trip costs the same for 1 request as for a full pipeline, so a
+        backlog split evenly over the workers would go out as many part-filled pipelines,
+        each a round trip."""
         engine = self.engine
         size = engine.queued_bytes // max(1, engine.queued)  # an average job's
         most = PIPELINE_BYTES // max(1, size)

@@ -49,7 +49,6 @@ Io = Generator[Op, Any, Any]
 Outcome = Response | BaseException  # a request's answer, or the error its exchange ended with
 
 _SMALL_BODY = 16 * 1024  # smaller bodies go out in the same write as the head
-PIPELINE_DEPTH = 16  # requests in flight on one connection, at the most (the default)
 PIPELINE_BYTES = 256 * 1024  # body bytes in flight on one connection beyond its first request
 RESEND_ERRORS = (ConnectionResetError, BrokenPipeError, StaleConnection)
 

@@ -283,14 +283,10 @@ class Envelope:
         """The envelope as bytes, exact to the envelope grammar."""
         return b"".join(self.iter_chunks())
 
-    def serialize_stamped(self, sent_at: str) -> bytes:
-        """``serialize()`` with ``sent_at`` set in the envelope header (to send it), without
-        a copy of the envelope."""
-        return b"".join(self.stamped_chunks(sent_at))
-
     def stamped_chunks(self, sent_at: str) -> list[bytes]:
-        """The bytes of ``serialize_stamped``, in pieces (a compressor takes them as they
-        are: a large payload is not copied into one string first)."""
+        """The bytes of ``serialize()`` with ``sent_at`` set in the envelope header (to send
+        it), without a copy of the envelope, in pieces (a compressor takes them as they are:
+        a large payload is not copied into one string first)."""
         chunks = [_stamped_header(self.headers, sent_at)]
         for item in self.items:
             payload = item.payload

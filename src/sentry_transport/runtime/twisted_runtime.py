@@ -37,7 +37,7 @@ from ..core.errors import MissingDependencyError
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import run
-from .threads import INLINE_ENCODE_BYTES, Estimates, Threads, encodes_inline, loop_size
+from .threads import Estimates, Threads, encodes_inline
 
 try:
     from twisted.internet.defer import Deferred, maybeDeferred
@@ -127,7 +127,7 @@ class ReactorWake:
             waiter.callback(False)
 
 
-class Twisted:
+class Twisted(Estimates):
     name = "twisted"
     inline = False
 
@@ -241,9 +241,6 @@ class Twisted:
         except RuntimeError:  # no new threads at interpreter exit (Python 3.12.0-3.12.2)
             return fn(*args)
 
-    measure = staticmethod(loop_size)  # the caller's own envelope (see loop_size)
-    measure_all = staticmethod(Estimates.measure_all)
-
     def sleep(self, seconds: float) -> Deferred[None]:
         return deferLater(self.reactor, seconds, lambda: None)
 
@@ -317,4 +314,4 @@ def run_privately(pump: Any, make: Callable[[], Any]) -> Any:
             pump.rebuild()
 
 
-__all__ = ["INLINE_ENCODE_BYTES", "ReactorWake", "Twisted", "run_privately", "wait_for_reactor"]
+__all__ = ["ReactorWake", "Twisted", "run_privately", "wait_for_reactor"]

@@ -633,15 +633,15 @@ def print_table(results: dict[Scenario, dict[Peer, Summary]], baseline: bool) ->
     table = [header]
     for scenario, summaries in results.items():
         sdk = next((s for p, s in summaries.items() if p.kind == "sdk"), None)
-        base = {p.kind: s for p, s in summaries.items() if p.group == "base"}
+        base = {(p.kind, p.variant): s for p, s in summaries.items() if p.group == "base"}
         for peer, s in summaries.items():
             cpu, rate = s.cpu(), s.rate()
             vs_sdk = ["", ""]
             if sdk is not None and peer.kind != "sdk":
                 vs_sdk = [ratio(rate, sdk.rate()), ratio(cpu, sdk.cpu())]
             vs_base = ["", ""]
-            if peer.group == "now" and peer.kind in base:
-                other = base[peer.kind]
+            if peer.group == "now" and (peer.kind, peer.variant) in base:
+                other = base[peer.kind, peer.variant]
                 vs_base = [ratio(rate, other.rate()), ratio(cpu, other.cpu())]
             row = [scenario.name, peer.label, s.codec(), s.delivered(), fmt(rate, ",.0f")]
             row += [fmt(cpu, ",.0f")]
@@ -833,7 +833,12 @@ def parent(args: argparse.Namespace) -> int:
         peers += [Peer(f"{k}+spool (now)", k, str(REPO_SRC), "spool", spool=True) for k in kinds]
     base = str(Path(args.baseline).resolve()) if args.baseline else None
     if base:
-        peers += [Peer(f"{k} (base)", k, base, "base") for k in kinds if k in BASELINE_KINDS]
+        peers += [  # in the same variants: an A/B of like with like
+            Peer(f"{k}{VARIANTS[v]} (base)", k, base, "base", v)
+            for k in kinds
+            if k in BASELINE_KINDS
+            for v in variants
+        ]
     blocking = {k: n(300) for k in ("sdk", *BLOCKING)}
     blocking_100 = {k: n(100) for k in ("sdk", *BLOCKING)}
     everything = [

@@ -4,13 +4,15 @@ server, and a request hanging in flight counts before it ends."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from sentry_transport import Dsn
 from sentry_transport.pump import Pump
-from sentry_transport.runtime.threads import Threads
+from sentry_transport.runtime.threads import Estimates, Threads
 from sentry_transport.workers import HANGING, RTT_WINDOW, SURE_SAMPLES
 
 
@@ -227,17 +229,66 @@ def test_a_loop_measures_by_encoding_with_orjson_up_to_a_budget_and_estimates_th
 
     pytest.importorskip("orjson")
     big = [Envelope.for_event({"message": "m", "extra": {"blob": "x" * 100_000}}) for _ in range(5)]
-    sizes = threads.Estimates.measure_all(big)
+    sizes = threads.budgeted_sizes(big)
     encoded = [envelope.items[0].payload_is_encoded for envelope in big]
     assert encoded == [True, True, True, False, False]  # 3 x 100 KB reach the 256 KiB budget
     assert sizes[:3] == [len(envelope.items[0].payload) for envelope in big[:3]]
     assert all(size > 100_000 for size in sizes[3:])  # estimated, not encoded
     small = Envelope.for_event({"message": "m"})
     assert threads.loop_size(small) == len(small.items[0].payload)  # the caller's own: exact
-    monkeypatch.setattr(jsonenc, "accelerator", None)  # without orjson: estimates only
+    monkeypatch.setattr(jsonenc, "accelerator", None)  # without orjson: the caller estimates
     other = Envelope.for_event({"message": "m"})
     assert threads.loop_size(other) > 0 and not other.items[0].payload_is_encoded
-    assert threads.Estimates.measure_all([other]) and not other.items[0].payload_is_encoded
+
+
+class Offloading(Estimates):
+    """A loop's runtime whose offload runs the work here, and notes it."""
+
+    def __init__(self) -> None:
+        self.offloaded: list[Any] = []
+
+    def offload(self, fn: Any, *args: Any) -> Any:
+        self.offloaded.append(fn)
+        return fn(*args)
+
+
+def test_without_orjson_a_loop_measures_what_the_inbox_held_in_a_thread_by_encoding_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The standard library's JSON costs less than estimating it; a thread, not the loop,
+    encodes it, once: the sizes are exact and the payloads kept for sending."""
+    from sentry_transport import Envelope
+    from sentry_transport.core import jsonenc
+
+    monkeypatch.setattr(jsonenc, "accelerator", None)
+    drained = [Envelope.for_event({"message": "m", "n": i}) for i in range(3)]
+    runtime = Offloading()
+    sizes = runtime.measure_all(drained)
+    assert runtime.offloaded == [Threads.measure_all]
+    assert all(envelope.items[0].payload_is_encoded for envelope in drained)
+    assert sizes == [len(envelope.items[0].payload) for envelope in drained]
+
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sentry_transport.runtime.aio import Asyncio
+
+    threads_used: list[str] = []
+    measure_all = Threads.measure_all
+
+    def measured(envelopes: list[Envelope]) -> list[int]:
+        threads_used.append(threading.current_thread().name)
+        return measure_all(envelopes)
+
+    monkeypatch.setattr(Threads, "measure_all", measured)
+    again = [Envelope.for_event({"message": "m", "n": i}) for i in range(3)]
+
+    async def main() -> list[int]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1, "measurer"))
+        return await Asyncio.measure_all(again)
+
+    assert asyncio.run(main()) == [len(envelope.items[0].payload) for envelope in again]
+    assert len(threads_used) == 1 and threads_used[0].startswith("measurer")
 
 
 def test_a_loop_moves_an_encode_to_a_thread_only_for_its_slow_work() -> None:

@@ -6,7 +6,8 @@ when that loop is closed and the transport is used again, the pump rebuilds on t
 with ``INLINE_ENCODE_BYTES`` or more of JSON to encode or bodies to compress
 (``threads.encodes_inline``) is encoded in the loop's default executor
 (with orjson its JSON was encoded on the loop already, when its size was measured: see
-``threads.loop_size``).
+``threads.loop_size``; without, a worker measures what the inbox held in the executor, by
+encoding it: ``threads.Estimates``).
 
 End of the loop: the first worker starts an async generator whose ``finally`` runs when the
 loop shuts its async generators down (``asyncio.run`` does, after cancelling the tasks): it
@@ -23,12 +24,13 @@ import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 
+from ..core import jsonenc
 from ..core.engine import Attempt
 from ..core.envelope import Envelope
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.aio import AsyncioStream, arun
-from .threads import Estimates, Threads, encodes_inline, loop_size
+from .threads import Threads, budgeted_sizes, encodes_inline, loop_size
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -186,7 +188,11 @@ class Asyncio:
 
     @staticmethod
     async def measure_all(envelopes: list[Envelope]) -> list[int]:
-        return Estimates.measure_all(envelopes)
+        """What the inbox held, as ``Estimates.measure_all`` measures it."""
+        if jsonenc.accelerator is None:
+            sizes: list[int] = await Asyncio.offload(Threads.measure_all, envelopes)
+            return sizes
+        return budgeted_sizes(envelopes)
 
     @staticmethod
     async def sleep(seconds: float) -> None:

@@ -41,22 +41,24 @@ def test_made_before_patching_works_and_keeps_the_hub_free(sentry_sink: Sink) ->
         from gevent import monkey
         monkey.patch_all()
         import gevent
-        gaps = []
+        gaps, own = [], [0.0]  # own: the capture loop's hold on the hub, not counted in a gap
         def tick():
-            last = time.monotonic()
+            last, last_own = time.monotonic(), own[0]
             while True:
                 gevent.sleep(0.005)
                 now = time.monotonic()
-                gaps.append(now - last)
-                last = now
+                gaps.append(now - last - (own[0] - last_own))
+                last, last_own = now, own[0]
         ticker = gevent.spawn(tick)
         gevent.sleep(0.02)
         big = {{"message": {{"formatted": "big"}}, "extra": {{"blob": ["x" * 100] * 1000}}}}
         worst = 0.0
+        loop_started = time.monotonic()
         for i in range(300):
             started = time.perf_counter()
             t.capture_event(big)
             worst = max(worst, time.perf_counter() - started)
+        own[0] += time.monotonic() - loop_started
         flushed = t.flush(40)
         ticker.kill()
         print(json.dumps({{"flushed": flushed, "events": t.stats()["events"], "worst": worst,

@@ -347,3 +347,42 @@ def test_a_thread_wake_behaves_as_an_event_for_its_waiter() -> None:
     assert time.monotonic() - begun < 1.0
     wake.clear()
     assert wake.wait(0.01) is False and not wake.is_set()
+
+
+def test_a_worker_waits_while_another_measures_what_it_took_from_the_inbox(pump: Pump) -> None:
+    """Captured while a peer measures what it took (a loop's or hub's measure_all waits for a
+    thread): the inbox is not empty, yet nothing is for this worker to take. It waits to be
+    woken instead of going round again: on an event loop or a hub, going round without
+    yielding would never let the peer's measuring finish (the loop stalled for good)."""
+    from sentry_transport import Envelope
+
+    pump.inbox.append(Envelope.for_event({"message": "captured meanwhile"}))
+    pump.draining = True  # a peer's measure_all is under way
+    rounds: list[int] = []
+    drain = pump._drain
+
+    def counted() -> Any:
+        rounds.append(1)
+        assert len(rounds) < 5, "the worker goes round without waiting"
+        return drain()
+
+    pump._drain = counted  # type: ignore[method-assign]
+    steps = pump._work()
+    wait = next(steps)
+    assert getattr(wait[0], "__name__", "") == "wait" and wait[1] is None, wait
+    assert len(rounds) == 1 and len(pump.idle) == 1  # idle: a capture or the peer wakes it
+    waiting = pump.idle[0]
+    assert not waiting.is_set()
+
+    # The peer's drain ends with more captured meanwhile: it wakes the idle worker
+    from sentry_transport.runtime.threads import run
+
+    def measure_all(batch: list[Envelope]) -> list[int]:
+        pump.inbox.append(Envelope.for_event({"message": "and another"}))
+        return [100] * len(batch)
+
+    pump.runtime.measure_all = measure_all  # type: ignore[method-assign]
+    pump.draining = False
+    run(drain())
+    assert waiting.is_set() and not pump.idle and len(pump.inbox) == 1
+    steps.close()

@@ -335,7 +335,11 @@ class Workers(Sender):
                     continue
                 for watcher in watchers:
                     watcher.set()
-                if self.inbox:  # counted idle first, then looked: no capture is missed
+                # Counted idle first, then looked: no capture is missed. What a peer is
+                # draining meanwhile is not for this worker: going round would never yield
+                # (on a loop or a hub, the peer's measuring could then never finish), and the
+                # peer wakes an idle worker when it is done if the inbox still holds more.
+                if self.inbox and not self.draining:
                     continue
                 timeout = max(0.0, action.until - wall()) if isinstance(action, Wait) else None
                 if not (yield (wake.wait, timeout)):
@@ -367,7 +371,9 @@ class Workers(Sender):
         return max(1, min(MAX_BATCH, most, engine.ready // max(1, self.workers)))
 
     def _drain(self) -> Steps:
-        """Move the inbox into the engine; sizes are measured outside the lock."""
+        """Move the inbox into the engine; sizes are measured outside the lock. One drain
+        at a time: what is captured meanwhile waits in the inbox, and the drain wakes an idle
+        worker (or the spool's) when it ends if there is any."""
         inbox = self.inbox
         if not inbox:
             return
@@ -382,11 +388,18 @@ class Workers(Sender):
                 batch.append(inbox.popleft())
             sizes = yield (self.runtime.measure_all, batch)
         finally:
+            wake = None
             with self.lock:
                 self.draining = False
                 now = wall()
                 for i, envelope in enumerate(batch):
                     self.engine.submit(envelope, now, sizes[i] if sizes else None)
+                if inbox and self.idle and self.spool is None:
+                    wake = self.idle.pop()
+            if wake is not None:
+                wake.set()
+            elif inbox and self.spool is not None:
+                self.spool.kick()
 
     def _send_now(self, job: Job) -> Steps:
         """Inline runtimes: send the caller's own envelope now (on disk first, if spooled)."""

@@ -386,3 +386,42 @@ def test_a_worker_waits_while_another_measures_what_it_took_from_the_inbox(pump:
     run(drain())
     assert waiting.is_set() and not pump.idle and len(pump.inbox) == 1
     steps.close()
+
+
+def test_a_loop_that_measures_in_a_thread_holds_more_in_the_inbox_within_the_same_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without orjson a loop measures in a thread, by encoding: a capture's own measure would
+    be an estimate thrown away, so captures append to the inbox up to 256 and drains take 64
+    at a time, as many held unmeasured at the most (inbox and a drain's batch) as threads."""
+    from sentry_transport import Envelope
+    from sentry_transport.core import jsonenc
+    from sentry_transport.runtime.aio import Asyncio
+    from sentry_transport.workers import (
+        DRAIN_BATCH,
+        INBOX_UNMEASURED,
+        THREAD_DRAIN_BATCH,
+        THREAD_INBOX_UNMEASURED,
+    )
+
+    assert THREAD_INBOX_UNMEASURED + THREAD_DRAIN_BATCH == INBOX_UNMEASURED + DRAIN_BATCH
+    threads = Pump(Dsn.parse("http://k@127.0.0.1:9/1"), Threads())
+    assert (threads.inbox_bound, threads.drain_batch) == (INBOX_UNMEASURED, DRAIN_BATCH)
+    threads.stop()
+    if jsonenc.accelerator is not None:  # with orjson a loop measures by encoding, exactly
+        looped = Pump(Dsn.parse("http://k@127.0.0.1:9/1"), Asyncio())
+        assert (looped.inbox_bound, looped.drain_batch) == (INBOX_UNMEASURED, DRAIN_BATCH)
+        looped.stop()
+    monkeypatch.setattr(jsonenc, "accelerator", None)
+    runtime = Asyncio()  # no loop runs here: no worker starts, the inbox only fills
+    measured: list[Envelope] = []
+    monkeypatch.setattr(runtime, "measure", lambda e: measured.append(e) or 100)
+    pump = Pump(Dsn.parse("http://k@127.0.0.1:9/1"), runtime)
+    try:
+        assert (pump.inbox_bound, pump.drain_batch) == (THREAD_INBOX_UNMEASURED, THREAD_DRAIN_BATCH)
+        for i in range(THREAD_INBOX_UNMEASURED + 1):
+            pump.capture(Envelope.for_event({"message": f"e{i}"}))
+        assert len(pump.inbox) == THREAD_INBOX_UNMEASURED and len(measured) == 1
+        assert pump.engine.queued == 1  # the last one, measured by its caller
+    finally:
+        pump.stop()

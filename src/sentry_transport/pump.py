@@ -26,7 +26,7 @@ from .core.engine import MAX_BATCH, REQUEUE, Flush, Send, Wait
 from .core.envelope import Envelope
 from .core.errors import ConfigurationError
 from .sending import Steps
-from .workers import DRAIN_BATCH, Workers
+from .workers import Workers
 
 wall = time.time
 monotonic = time.monotonic
@@ -57,7 +57,7 @@ class Pump(Workers):
         wake = self.runtime.wake()
         # What the inbox held at the call, measured outside the lock as a worker does (the
         # rest, and what a worker is draining meanwhile, is admitted under the lock below)
-        for _ in range(-(-len(self.inbox) // DRAIN_BATCH)):
+        for _ in range(-(-len(self.inbox) // self.drain_batch)):
             if self.draining or self.inline or monotonic() >= deadline:
                 break
             yield from self._drain()

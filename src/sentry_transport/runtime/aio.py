@@ -30,7 +30,7 @@ from ..core.envelope import Envelope
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.aio import AsyncioStream, arun
-from .threads import Threads, budgeted_sizes, encodes_inline, loop_size
+from .threads import Estimates, Threads, budgeted_sizes, encodes_inline, loop_size
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -185,6 +185,8 @@ class Asyncio:
             return fn(*args)
 
     measure = staticmethod(loop_size)  # the caller's own envelope (see loop_size)
+
+    measures_in_thread = staticmethod(Estimates.measures_in_thread)
 
     @staticmethod
     async def measure_all(envelopes: list[Envelope]) -> list[int]:

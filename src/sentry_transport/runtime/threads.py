@@ -92,6 +92,11 @@ class Estimates:
             return self.offload(Threads.measure_all, envelopes)
         return budgeted_sizes(envelopes)
 
+    @staticmethod
+    def measures_in_thread() -> bool:
+        """Whether ``measure_all`` runs in a thread (and a capture's ``measure`` estimates)."""
+        return jsonenc.accelerator is None
+
 
 def budgeted_sizes(envelopes: list[Envelope]) -> list[int]:
     """Sizes on a loop with orjson: encoded up to ``LOOP_ENCODE_BUDGET``, then estimated."""

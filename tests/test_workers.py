@@ -259,12 +259,13 @@ def test_without_orjson_a_loop_measures_what_the_inbox_held_in_a_thread_by_encod
     encodes it, once: the sizes are exact and the payloads kept for sending."""
     from sentry_transport import Envelope
     from sentry_transport.core import jsonenc
+    from sentry_transport.runtime import aio, threads
 
     monkeypatch.setattr(jsonenc, "accelerator", None)
     drained = [Envelope.for_event({"message": "m", "n": i}) for i in range(3)]
     runtime = Offloading()
     sizes = runtime.measure_all(drained)
-    assert runtime.offloaded == [Threads.measure_all]
+    assert runtime.offloaded == [threads.encoded_sizes]
     assert all(envelope.items[0].payload_is_encoded for envelope in drained)
     assert sizes == [len(envelope.items[0].payload) for envelope in drained]
 
@@ -274,13 +275,13 @@ def test_without_orjson_a_loop_measures_what_the_inbox_held_in_a_thread_by_encod
     from sentry_transport.runtime.aio import Asyncio
 
     threads_used: list[str] = []
-    measure_all = Threads.measure_all
+    encoded_sizes = threads.encoded_sizes
 
     def measured(envelopes: list[Envelope]) -> list[int]:
         threads_used.append(threading.current_thread().name)
-        return measure_all(envelopes)
+        return encoded_sizes(envelopes)
 
-    monkeypatch.setattr(Threads, "measure_all", measured)
+    monkeypatch.setattr(aio, "encoded_sizes", measured)
     again = [Envelope.for_event({"message": "m", "n": i}) for i in range(3)]
 
     async def main() -> list[int]:
@@ -425,3 +426,41 @@ def test_a_loop_that_measures_in_a_thread_holds_more_in_the_inbox_within_the_sam
         assert pump.engine.queued == 1  # the last one, measured by its caller
     finally:
         pump.stop()
+
+
+def test_a_thread_drain_hands_each_256_kib_of_json_to_the_engine_and_leaves_the_rest(
+    pump: Pump,
+) -> None:
+    """Threads measure by encoding; a drain of large events stops at DRAIN_BYTES of JSON so
+    that what it encoded can be compressed and sent by this worker while a peer, woken,
+    encodes the next (the standard library's JSON holds the GIL, compression does not). What
+    it did not measure goes back to the front of the inbox, in order, before newer captures."""
+    from sentry_transport import Envelope
+    from sentry_transport.runtime.threads import DRAIN_BYTES, run
+
+    def big(i: int) -> Envelope:
+        return Envelope.for_event({"message": f"big{i}", "extra": {"blob": "x" * 100_000}})
+
+    large = [big(i) for i in range(5)]
+    sizes = Threads.measure_all(large)
+    assert len(sizes) == 3 and sum(sizes[:2]) < DRAIN_BYTES <= sum(sizes)  # 3 x ~100 KB
+    assert [e.items[0].payload_is_encoded for e in large] == [True] * 3 + [False] * 2
+    small = [Envelope.for_event({"message": f"s{i}"}) for i in range(100)]
+    assert len(Threads.measure_all(small)) == 100  # 100 small ones are far below
+
+    batch = [big(i) for i in range(5)]
+    later = Envelope.for_event({"message": "captured later"})
+    pump.inbox.extend(batch)
+    wake = pump.runtime.wake()
+    pump.idle.append(wake)  # a peer waiting for work
+    measure_all = Threads.measure_all
+
+    def measured(envelopes: list[Envelope]) -> list[int]:
+        pump.inbox.append(later)  # captured while the drain encodes
+        return measure_all(envelopes)
+
+    pump.runtime.measure_all = measured  # type: ignore[method-assign]
+    assert run(pump._drain()) == 3
+    assert pump.engine.queued == 3
+    assert list(pump.inbox) == [batch[3], batch[4], later]
+    assert wake.is_set() and not pump.idle  # the peer drains the rest

@@ -57,10 +57,14 @@ class Pump(Workers):
         wake = self.runtime.wake()
         # What the inbox held at the call, measured outside the lock as a worker does (the
         # rest, and what a worker is draining meanwhile, is admitted under the lock below)
-        for _ in range(-(-len(self.inbox) // self.drain_batch)):
+        left = len(self.inbox)
+        while left > 0:
             if self.draining or self.inline or monotonic() >= deadline:
                 break
-            yield from self._drain()
+            moved = yield from self._drain()
+            if not moved:
+                break
+            left -= moved
         if self.inline and self.spool is not None:  # no worker of its own: a round here
             with self.lock:
                 self.admit_inbox()

@@ -385,13 +385,16 @@ class Workers(Sender):
     def _drain(self) -> Steps:
         """Move the inbox into the engine; sizes are measured outside the lock. One drain
         at a time: what is captured meanwhile waits in the inbox, and the drain wakes an idle
-        worker (or the spool's) when it ends if there is any."""
+        worker (or the spool's) when it ends if there is any. ``measure_all`` may measure a
+        part of the batch only (threads: ``DRAIN_BYTES`` of JSON): the rest goes back to the
+        inbox's front, for the next drain (a peer's, woken, while this worker sends). Returns
+        how many envelopes it moved."""
         inbox = self.inbox
         if not inbox:
-            return
+            return 0
         with self.lock:
             if self.draining:
-                return
+                return 0
             self.draining = True
         batch: list[Envelope] = []
         sizes: list[int] | None = None
@@ -401,17 +404,21 @@ class Workers(Sender):
             sizes = yield (self.runtime.measure_all, batch)
         finally:
             wake = None
+            moved = len(sizes) if sizes else len(batch)  # (failed: submitted unmeasured)
             with self.lock:
                 self.draining = False
                 now = wall()
-                for i, envelope in enumerate(batch):
+                for i, envelope in enumerate(batch[:moved]):
                     self.engine.submit(envelope, now, sizes[i] if sizes else None)
+                if moved < len(batch):  # not measured yet: first in line for the next drain
+                    inbox.extendleft(reversed(batch[moved:]))
                 if inbox and self.idle and self.spool is None:
                     wake = self.idle.pop()
             if wake is not None:
                 wake.set()
             elif inbox and self.spool is not None:
                 self.spool.kick()
+        return moved
 
     def _send_now(self, job: Job) -> Steps:
         """Inline runtimes: send the caller's own envelope now (on disk first, if spooled)."""

@@ -15,7 +15,8 @@ for blocking runtimes (``io.sockets.run``), awaited for event loops (``io.aio.ar
     tls(options), proxy_tls()   SSL contexts whose sockets suit this runtime
     encode(fn, attempts, now)   run ``fn(attempt, now)`` for each, off the loop if large
     measure(envelope)       bytes one envelope holds (called on the capturing thread)
-    measure_all(envelopes)  the same for a drained batch (on a worker)
+    measure_all(envelopes)  the same for a drained batch (on a worker), or for its first
+                            envelopes only (the rest goes back to the inbox)
     sleep(seconds)          (inline runtimes)
     patched()               True when the process changed under it (monkey-patched after
                             it was made; its loop closed): the pump rebuilds

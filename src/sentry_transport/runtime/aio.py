@@ -30,7 +30,14 @@ from ..core.envelope import Envelope
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.aio import AsyncioStream, arun
-from .threads import Estimates, Threads, budgeted_sizes, encodes_inline, loop_size
+from .threads import (
+    Estimates,
+    Threads,
+    budgeted_sizes,
+    encoded_sizes,
+    encodes_inline,
+    loop_size,
+)
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -192,7 +199,7 @@ class Asyncio:
     async def measure_all(envelopes: list[Envelope]) -> list[int]:
         """What the inbox held, as ``Estimates.measure_all`` measures it."""
         if jsonenc.accelerator is None:
-            sizes: list[int] = await Asyncio.offload(Threads.measure_all, envelopes)
+            sizes: list[int] = await Asyncio.offload(encoded_sizes, envelopes)
             return sizes
         return budgeted_sizes(envelopes)
 

@@ -464,3 +464,50 @@ def test_a_thread_drain_hands_each_256_kib_of_json_to_the_engine_and_leaves_the_
     assert pump.engine.queued == 3
     assert list(pump.inbox) == [batch[3], batch[4], later]
     assert wake.is_set() and not pump.idle  # the peer drains the rest
+
+
+def test_what_a_drain_left_unmeasured_is_counted_when_the_transport_stopped_meanwhile(
+    pump: Pump,
+) -> None:
+    """Stopped while a worker measured (a close past its deadline): what the drain measured
+    and what it left are counted lost, not left in an inbox nobody drains any more."""
+    from sentry_transport import Envelope
+    from sentry_transport.runtime.threads import run
+
+    batch = [
+        Envelope.for_event({"message": f"b{i}", "extra": {"x": "y" * 200_000}}) for i in range(3)
+    ]
+    pump.inbox.extend(batch)
+    measure_all = Threads.measure_all
+
+    def measured(envelopes: list[Envelope]) -> list[int]:
+        pump.stop()  # meanwhile, from another thread
+        return measure_all(envelopes)
+
+    pump.runtime.measure_all = measured  # type: ignore[method-assign]
+    assert run(pump._drain()) == 2  # 2 x 200 KB reach DRAIN_BYTES: 1 left
+    assert not pump.inbox
+    assert pump.snapshot()["events"] == {"accepted": 3, "delivered": 0, "lost": 3}
+
+
+def test_what_a_drain_left_unmeasured_goes_to_the_new_inbox_after_a_rebuild(pump: Pump) -> None:
+    """Monkey-patched while a worker measured: the pump rebuilt with a new inbox, and what
+    the drain left goes there (the old one is nobody's any more)."""
+    from sentry_transport import Envelope
+    from sentry_transport.runtime.threads import run
+
+    batch = [
+        Envelope.for_event({"message": f"b{i}", "extra": {"x": "y" * 200_000}}) for i in range(3)
+    ]
+    pump.inbox.extend(batch)
+    measure_all = Threads.measure_all
+
+    def measured(envelopes: list[Envelope]) -> list[int]:
+        pump.rebuild()  # meanwhile, from another thread
+        return measure_all(envelopes)
+
+    pump.runtime.measure_all = measured  # type: ignore[method-assign]
+    pump._spawn = lambda: None  # type: ignore[method-assign]  # no workers: nothing is sent
+    assert run(pump._drain()) == 2
+    assert list(pump.inbox) == [batch[2]]
+    assert pump.engine.queued == 2

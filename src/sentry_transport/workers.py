@@ -408,10 +408,16 @@ class Workers(Sender):
             with self.lock:
                 self.draining = False
                 now = wall()
+                engine = self.engine
                 for i, envelope in enumerate(batch[:moved]):
-                    self.engine.submit(envelope, now, sizes[i] if sizes else None)
-                if moved < len(batch):  # not measured yet: first in line for the next drain
-                    inbox.extendleft(reversed(batch[moved:]))
+                    engine.submit(envelope, now, sizes[i] if sizes else None)
+                rest = batch[moved:]  # not measured yet: first in line for the next drain
+                if rest and engine.closed:  # (stopped meanwhile) no next drain: counted now
+                    for envelope in rest:
+                        engine.submit(envelope, now, 0)
+                elif rest:  # (into the inbox of now: a rebuild makes a new one)
+                    self.inbox.extendleft(reversed(rest))
+                inbox = self.inbox
                 if inbox and self.idle and self.spool is None:
                     wake = self.idle.pop()
             if wake is not None:

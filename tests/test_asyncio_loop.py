@@ -127,3 +127,54 @@ def test_the_loop_stays_free_while_large_events_go_out(sentry_sink: Sink) -> Non
     assert events == {"accepted": 300, "delivered": 300, "lost": 0}
     assert gap < 0.05, gap
     assert worst < 0.02, worst
+
+
+def test_without_orjson_captures_while_a_worker_measures_in_a_thread_never_stall_the_loop(
+    sentry_sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without orjson a worker's drain waits for a thread (encoding what it took): captures
+    keep the inbox filled meanwhile, and a second worker finds it so. It must wait, not go
+    round without yielding (which kept the loop from ever finishing the first one's drain)."""
+    from sentry_transport.core import jsonenc
+    from sentry_transport.runtime import aio
+
+    monkeypatch.setattr(jsonenc, "accelerator", None)
+    encoded_sizes = aio.encoded_sizes
+
+    def slowly(envelopes: list[Envelope]) -> list[int]:
+        time.sleep(0.02)  # in the executor's thread: the loop runs on meanwhile
+        return encoded_sizes(envelopes)
+
+    monkeypatch.setattr(aio, "encoded_sizes", slowly)
+    sentry_sink.default = Respond(200, delay=0.01)
+
+    async def main() -> tuple[dict[str, int], float]:
+        transport = AsyncioTransport(sentry_sink.dsn)
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.005)
+
+        task = asyncio.create_task(ticker())
+        for i in range(600):
+            transport.capture_event({"message": {"formatted": f"e{i}"}})
+            if i % 5 == 0:
+                await asyncio.sleep(0.001)
+        flushed = await asyncio.wait_for(transport.aflush(20), 25)
+        task.cancel()
+        await transport.aclose(2)
+        assert flushed
+        return transport.stats(), max(b - a for a, b in itertools.pairwise(ticks))
+
+    # On a thread of its own: a loop stalled for good cannot time itself out (wait_for needs
+    # the loop), the test's join can.
+    result: list[tuple[dict[str, int], float]] = []
+    runner = threading.Thread(target=lambda: result.append(asyncio.run(main())), daemon=True)
+    runner.start()
+    runner.join(30)
+    assert not runner.is_alive(), "the loop stalled"
+    stats, gap = result[0]
+    assert stats["events"] == {"accepted": 600, "delivered": 600, "lost": 0}
+    assert gap < 1.0, gap

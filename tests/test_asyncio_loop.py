@@ -15,6 +15,13 @@ from sentry_transport.testing import Respond, Sink
 pytestmark = pytest.mark.network
 
 
+async def ticking(ticks: list[float]) -> None:
+    """Note the time every 5 ms (as the loop lets it) until cancelled."""
+    while True:
+        ticks.append(time.monotonic())
+        await asyncio.sleep(0.005)
+
+
 def test_in_loop_capture_aflush_aclose(sentry_sink: Sink) -> None:
     async def main() -> dict[str, object]:
         transport = AsyncioTransport(sentry_sink.dsn)
@@ -96,13 +103,7 @@ def test_the_loop_stays_free_while_large_events_go_out(sentry_sink: Sink) -> Non
     async def main() -> tuple[float, float, dict[str, int]]:
         transport = AsyncioTransport(sentry_sink.dsn)
         ticks: list[float] = []
-
-        async def ticker() -> None:
-            while True:
-                ticks.append(time.monotonic())
-                await asyncio.sleep(0.005)
-
-        task = asyncio.create_task(ticker())
+        task = asyncio.create_task(ticking(ticks))
         worst = 0.0
         for i in range(300):
             event = {"message": {"formatted": f"big{i}"}, "extra": {"blob": ["x" * 100] * 1000}}
@@ -151,13 +152,7 @@ def test_without_orjson_captures_while_a_worker_measures_in_a_thread_never_stall
     async def main() -> tuple[dict[str, int], float]:
         transport = AsyncioTransport(sentry_sink.dsn)
         ticks: list[float] = []
-
-        async def ticker() -> None:
-            while True:
-                ticks.append(time.monotonic())
-                await asyncio.sleep(0.005)
-
-        task = asyncio.create_task(ticker())
+        task = asyncio.create_task(ticking(ticks))
         for i in range(600):
             transport.capture_event({"message": {"formatted": f"e{i}"}})
             if i % 5 == 0:

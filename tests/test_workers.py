@@ -466,11 +466,9 @@ def test_a_thread_drain_hands_each_256_kib_of_json_to_the_engine_and_leaves_the_
     assert wake.is_set() and not pump.idle  # the peer drains the rest
 
 
-def test_what_a_drain_left_unmeasured_is_counted_when_the_transport_stopped_meanwhile(
-    pump: Pump,
-) -> None:
-    """Stopped while a worker measured (a close past its deadline): what the drain measured
-    and what it left are counted lost, not left in an inbox nobody drains any more."""
+def _drain_three_large_while(pump: Pump, meanwhile: Any) -> tuple[list[Any], int]:
+    """Three 200 KB events in the inbox, drained by a thread's measure_all during which
+    ``meanwhile()`` happens: (the three, how many the drain moved)."""
     from sentry_transport import Envelope
     from sentry_transport.runtime.threads import run
 
@@ -481,11 +479,21 @@ def test_what_a_drain_left_unmeasured_is_counted_when_the_transport_stopped_mean
     measure_all = Threads.measure_all
 
     def measured(envelopes: list[Envelope]) -> list[int]:
-        pump.stop()  # meanwhile, from another thread
+        meanwhile()
         return measure_all(envelopes)
 
     pump.runtime.measure_all = measured  # type: ignore[method-assign]
-    assert run(pump._drain()) == 2  # 2 x 200 KB reach DRAIN_BYTES: 1 left
+    moved: int = run(pump._drain())
+    return batch, moved
+
+
+def test_what_a_drain_left_unmeasured_is_counted_when_the_transport_stopped_meanwhile(
+    pump: Pump,
+) -> None:
+    """Stopped while a worker measured (a close past its deadline): what the drain measured
+    and what it left are counted lost, not left in an inbox nobody drains any more."""
+    _batch, moved = _drain_three_large_while(pump, pump.stop)  # from another thread
+    assert moved == 2  # 2 x 200 KB reach DRAIN_BYTES: 1 left
     assert not pump.inbox
     assert pump.snapshot()["events"] == {"accepted": 3, "delivered": 0, "lost": 3}
 
@@ -493,21 +501,8 @@ def test_what_a_drain_left_unmeasured_is_counted_when_the_transport_stopped_mean
 def test_what_a_drain_left_unmeasured_goes_to_the_new_inbox_after_a_rebuild(pump: Pump) -> None:
     """Monkey-patched while a worker measured: the pump rebuilt with a new inbox, and what
     the drain left goes there (the old one is nobody's any more)."""
-    from sentry_transport import Envelope
-    from sentry_transport.runtime.threads import run
-
-    batch = [
-        Envelope.for_event({"message": f"b{i}", "extra": {"x": "y" * 200_000}}) for i in range(3)
-    ]
-    pump.inbox.extend(batch)
-    measure_all = Threads.measure_all
-
-    def measured(envelopes: list[Envelope]) -> list[int]:
-        pump.rebuild()  # meanwhile, from another thread
-        return measure_all(envelopes)
-
-    pump.runtime.measure_all = measured  # type: ignore[method-assign]
     pump._spawn = lambda: None  # type: ignore[method-assign]  # no workers: nothing is sent
-    assert run(pump._drain()) == 2
+    batch, moved = _drain_three_large_while(pump, pump.rebuild)  # from another thread
+    assert moved == 2
     assert list(pump.inbox) == [batch[2]]
     assert pump.engine.queued == 2

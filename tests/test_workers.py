@@ -1,6 +1,7 @@
-"""Worker growth's inputs (workers.py): the server's speed is judged by the fastest recent
+"""Worker growth's inputs (growth.py): the server's speed is judged by the fastest recent
 round trip, so that waits for the GIL or the CPU (which only ever add) do not read as a slow
-server, and a request hanging in flight counts before it ends."""
+server, and a request hanging in flight counts before it ends. And the inbox's drains and how
+loops and threads measure them (workers.py, runtime/threads.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from typing import Any
 import pytest
 
 from sentry_transport import Dsn
+from sentry_transport.growth import HANGING, RTT_WINDOW, SURE_SAMPLES
 from sentry_transport.pump import Pump
 from sentry_transport.runtime.threads import Estimates, Threads
-from sentry_transport.workers import HANGING, RTT_WINDOW, SURE_SAMPLES
 
 
 @pytest.fixture
@@ -64,11 +65,11 @@ def test_a_request_hanging_in_flight_counts_once_it_is_long(pump: Pump) -> None:
     pump.connections.add(conn)  # type: ignore[arg-type]
     for _ in range(SURE_SAMPLES):
         pump._sample(0.0003)
-    from sentry_transport import workers
+    from sentry_transport import growth
 
-    conn.since = workers.monotonic() - HANGING / 2  # in flight, but not long: GIL noise
+    conn.since = growth.monotonic() - HANGING / 2  # in flight, but not long: GIL noise
     assert pump._slowest() == 0.0003
-    conn.since = workers.monotonic() - 1.0
+    conn.since = growth.monotonic() - 1.0
     assert pump._slowest() >= 1.0
     pump.connections.discard(conn)  # type: ignore[arg-type]
 

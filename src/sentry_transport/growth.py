@@ -48,8 +48,6 @@ FAR_CPU = 0.5
 
 _SLOWEST = float("inf")  # a round trip no server is slower than (see _growth_due)
 
-_SLOWEST = float("inf")  # a round trip no server is slower than (see _growth_due)
-
 monotonic = time.monotonic
 
 

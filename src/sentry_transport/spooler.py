@@ -67,7 +67,7 @@ class SpoolWorker:
                 did = yield from self.round()
                 if did is None:
                     return  # stopped
-                if did or (pump.inbox and not pump.draining):  # (see Workers._work)
+                if did or pump.undrained():
                     continue
                 with pump.lock:
                     wake.clear()
@@ -76,7 +76,7 @@ class SpoolWorker:
                     now = wall()
                     idle = not engine.spool_due(now, self._room())
                     until = engine.spool_wakes_at(now) if idle else now
-                if idle and not (pump.inbox and not pump.draining):
+                if idle and not pump.undrained():
                     yield (wake.wait, max(0.0, until - wall()))
                 self.waiting = False
         finally:

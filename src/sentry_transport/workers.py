@@ -9,9 +9,9 @@ threads and green threads, awaited on an event loop.
 Capture never waits on the workers: below ``INBOX_UNMEASURED`` envelopes (a loop or hub that
 measures in a thread: ``THREAD_INBOX_UNMEASURED``) it is a lock-free append to the inbox; past
 that (the workers are behind) the caller measures its own envelope and submits it under the
-lock, so the bounds hold from the moment of capture. A worker moves
-the inbox into the engine (measuring outside the lock), asks the engine what to do, encodes
-outside the lock, sends, and reports every result in one lock round. Logging: one warning
+lock, so the bounds hold from the moment of capture. A worker moves the inbox into the engine
+(measuring outside the lock), asks the engine what to do, encodes outside the lock, sends,
+and reports every result in one lock round. Logging: one warning
 when delivery starts failing, one info when it recovers (delivery.py), debug per request.
 """
 
@@ -83,8 +83,7 @@ class Workers(Growth, Sender):
         self.lock = self.runtime.lock()  # never held across I/O or a wait
         self.io_lock = self.runtime.lock()  # inline runtimes: one request at a time
         self.inbox: deque[Envelope] = deque()
-        apart = getattr(self.runtime, "measures_in_thread", None)  # (see THREAD_DRAIN_BATCH)
-        if apart is not None and apart():
+        if self.runtime.measures_in_thread():  # (see THREAD_DRAIN_BATCH)
             self.inbox_bound, self.drain_batch = THREAD_INBOX_UNMEASURED, THREAD_DRAIN_BATCH
         else:
             self.inbox_bound, self.drain_batch = INBOX_UNMEASURED, DRAIN_BATCH
@@ -232,7 +231,7 @@ class Workers(Growth, Sender):
                 # draining meanwhile is not for this worker: going round would never yield
                 # (on a loop or a hub, the peer's measuring could then never finish), and the
                 # peer wakes an idle worker when it is done if the inbox still holds more.
-                if self.inbox and not self.draining:
+                if self.undrained():
                     continue
                 timeout = max(0.0, action.until - wall()) if isinstance(action, Wait) else None
                 if not (yield (wake.wait, timeout)):
@@ -262,6 +261,11 @@ class Workers(Growth, Sender):
         if not 0.0 < self.round_trip <= SLOW_ROUND_TRIP:
             return max(1, min(self.pipelining.depth, most))
         return max(1, min(MAX_BATCH, most, engine.ready // max(1, self.workers)))
+
+    def undrained(self) -> bool:
+        """Envelopes in the inbox that no drain is moving (a worker or the spool's may take
+        them; what a drain in progress leaves, it wakes someone for)."""
+        return bool(self.inbox) and not self.draining
 
     def _drain(self) -> Steps:
         """Move the inbox into the engine; sizes are measured outside the lock. One drain

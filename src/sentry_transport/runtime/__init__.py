@@ -17,6 +17,8 @@ for blocking runtimes (``io.sockets.run``), awaited for event loops (``io.aio.ar
     measure(envelope)       bytes one envelope holds (called on the capturing thread)
     measure_all(envelopes)  the same for a drained batch (on a worker), or for its first
                             envelopes only (the rest goes back to the inbox)
+    measures_in_thread()    True when measure_all hops to a thread and measure estimates
+                            (a loop or hub without orjson): the inbox is shaped for it
     sleep(seconds)          (inline runtimes)
     patched()               True when the process changed under it (monkey-patched after
                             it was made; its loop closed): the pump rebuilds

@@ -24,7 +24,6 @@ import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any
 
-from ..core import jsonenc
 from ..core.engine import Attempt
 from ..core.envelope import Envelope
 from ..core.options import TransportOptions
@@ -198,7 +197,7 @@ class Asyncio:
     @staticmethod
     async def measure_all(envelopes: list[Envelope]) -> list[int]:
         """What the inbox held, as ``Estimates.measure_all`` measures it."""
-        if jsonenc.accelerator is None:
+        if Asyncio.measures_in_thread():
             sizes: list[int] = await Asyncio.offload(encoded_sizes, envelopes)
             return sizes
         return budgeted_sizes(envelopes)

@@ -101,7 +101,7 @@ class Estimates:
     measure = staticmethod(loop_size)  # the caller's own envelope
 
     def measure_all(self, envelopes: list[Envelope]) -> Any:
-        if jsonenc.accelerator is None:
+        if self.measures_in_thread():
             return self.offload(encoded_sizes, envelopes)
         return budgeted_sizes(envelopes)
 
@@ -236,6 +236,11 @@ class Threads:
         return fn(*args)
 
     measure = staticmethod(encoded_size)  # (a worker, or the caller for its own envelope)
+
+    @staticmethod
+    def measures_in_thread() -> bool:
+        """A worker measures on its own thread, as a capture does: no hop, no estimate."""
+        return False
 
     @classmethod
     def measure_all(cls, envelopes: list[Envelope]) -> list[int]:

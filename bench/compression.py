@@ -8,6 +8,10 @@ the standard library's zlib.
 Then the JSON encoding of the same event, by the standard library and by orjson (the fast
 extra) through ``core.jsonenc``, and by sentry_sdk's ``json_dumps`` when installed, and the
 sum of encoding and compressing per event for each combination.
+Last, whether a second core helps the standard library's path: the same number of JSON
+encodes and gzip 3 compressions one after the other on one thread, then side by side on two
+threads (zlib lets go of the GIL while it compresses; the JSON encoder holds it), and two
+threads compressing only, for comparison.
 
     .venv/bin/python bench/compression.py [--size 131072] [--repeats 30]
 """
@@ -18,6 +22,7 @@ import argparse
 import shlex
 import statistics
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -122,7 +127,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, encoder, codec in combos:
         if encoder in encoded and codec in results:
             print(f"  {label:<30}{encoded[encoder] + results[codec][0]:>8.2f}")
+    side_by_side(event, data, max(10, args.repeats))
     return 0
+
+
+def side_by_side(event: Any, data: bytes, count: int, rounds: int = 5) -> None:
+    """Wall seconds (median of ``rounds``) of ``count`` stdlib JSON encodes and ``count``
+    zlib gzip 3 compressions, one after the other on one thread and then on two threads at
+    once; and of ``2 * count`` compressions on one thread and on two."""
+    _compress.zlib_accelerator = None  # the standard library's zlib
+
+    def encode() -> None:
+        for _ in range(count):
+            jsonenc.stdlib_dumps(event)
+
+    def gzip() -> None:
+        for _ in range(count):
+            _compress.compress(data, "gzip", 3)
+
+    def wall(*jobs: Callable[[], None], threaded: bool) -> float:
+        start = time.perf_counter()
+        if threaded:
+            threads = [threading.Thread(target=job) for job in jobs]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        else:
+            for job in jobs:
+                job()
+        return time.perf_counter() - start
+
+    cases = {
+        "mixed, one thread": (encode, gzip, False),
+        "mixed, two threads": (encode, gzip, True),
+        "gzip, one thread": (gzip, gzip, False),
+        "gzip, two threads": (gzip, gzip, True),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, (first, second, threaded) in cases.items():
+            times[name].append(wall(first, second, threaded=threaded))
+    got = {name: statistics.median(values) for name, values in times.items()}
+    print(f"\nwall seconds, median of {rounds} rounds (a second core: zlib lets go of the GIL")
+    print("while it compresses, the standard library's JSON encoder holds it throughout):")
+    for kind, label in (
+        ("mixed", f"{count} JSON encodes + {count} gzip 3"),
+        ("gzip", f"{2 * count} gzip 3"),
+    ):
+        one, two = got[f"{kind}, one thread"], got[f"{kind}, two threads"]
+        print(f"  {label:<30} one thread {one:6.3f}, two threads {two:6.3f} ({one / two:.2f}x)")
 
 
 if __name__ == "__main__":

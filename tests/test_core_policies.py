@@ -769,6 +769,9 @@ def test_bytes_after_the_response_are_not_part_of_it() -> None:
         b"HTTP/1.1\r\n\r\n",
         b"HTTP/1.1 99 Low\r\n\r\n",
         b"HTTP/1.1 1000 High\r\n\r\n",
+        b"HTTP/1.1 0200 OK\r\nContent-Length: 0\r\n\r\n",  # not three digits: no 200
+        b"HTTP/1.1 00200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 020 OK\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 \xb200 OK\r\n\r\n",
         b"ICY 200 OK\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",

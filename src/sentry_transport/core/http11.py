@@ -218,8 +218,10 @@ class ResponseParser:
             parts = lines[0].split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _digits(parts[1]):
                 raise HttpProtocolError(f"malformed status line {lines[0][:80]!r}")
+            if len(parts[1]) != 3:  # three digits (RFC 9112): "0200" is no 200
+                raise HttpProtocolError(f"status {parts[1][:10]!r} is not three digits")
             version, status = parts[0], int(parts[1])
-            if not 100 <= status <= 999:
+            if status < 100:
                 raise HttpProtocolError(f"status {status} out of range")
             headers: list[tuple[str, str]] = []
             framing: dict[str, list[str]] = {}  # the headers that decide keep-alive and the body

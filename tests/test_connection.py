@@ -27,6 +27,9 @@ class Server:
         self.current: deque[Any] = deque()
         self.log: list[str] = []  # "connect", "send 3" (requests in one write), "recv", ...
         self.deadlines: list[float] = []  # of each recv
+        # what ``unasked`` says, one per call (then ""; logged when not ""): a socket's
+        # ending that the client has not seen yet (the stale keep-alive race) is "" too
+        self.came: deque[str] = deque()
 
     def connect(self, host: str, port: int, tls: Any, name: str, deadline: float) -> None:
         self.log.append("connect")
@@ -42,6 +45,12 @@ class Server:
         if isinstance(chunk, BaseException):
             raise chunk
         return bytes(chunk)
+
+    def unasked(self) -> str:
+        came = self.came.popleft() if self.came else ""
+        if came:
+            self.log.append(f"unasked: {came}")
+        return came
 
     def close(self) -> None:
         self.log.append("close")
@@ -236,3 +245,41 @@ def test_depth_one_is_one_request_at_a_time() -> None:
     server = Server([OK, OK, OK])
     assert send_all(connection(server, depth=1), 3) == [200] * 3
     assert server.log == ["connect", "send 1", "recv", "send 1", "recv", "send 1", "recv"]
+
+
+def test_a_stray_answer_on_an_idle_socket_closes_it_and_refuses_pipelining() -> None:
+    # Bytes came on the kept-alive socket after its last answer: they would be taken for
+    # the next request's answer, so the next requests go on a new socket, one at a time.
+    server = Server([OK], [OK, OK])
+    conn = connection(server)
+    assert send_all(conn, 1) == [200]
+    server.log.clear()
+    server.came.append("data")
+    assert send_all(conn, 2) == [200, 200]
+    assert server.log == [
+        "unasked: data", "close", "connect", "send 1", "recv", "send 1", "recv"
+    ]  # fmt: skip
+    assert conn.pipelining.refused == "the server sent an answer no request asked for"
+
+
+def test_a_socket_the_server_closed_while_idle_is_replaced_before_writing() -> None:
+    # The end of the stream seen before writing: a new socket, no failed write, no resend,
+    # and pipelining stays (closing an idle keep-alive socket is what servers do).
+    server = Server([OK], [OK * 3])
+    conn = connection(server)
+    assert send_all(conn, 1) == [200]
+    server.log.clear()
+    server.came.append("end")
+    assert send_all(conn, 3) == [200] * 3
+    assert server.log == ["unasked: end", "close", "connect", "send 3", "recv"]
+    assert conn.pipelining.refused is None and conn.pipelining.depth == 4
+
+
+def test_one_exchange_checks_an_idle_socket_too() -> None:
+    server = Server([OK], [OK])
+    conn = connection(server)
+    assert run(conn.exchange(requests(1)[0], 200.0)).status == 200
+    server.log.clear()
+    server.came.append("data")
+    assert run(conn.exchange(requests(1)[0], 200.0)).status == 200
+    assert server.log == ["unasked: data", "close", "connect", "send 1", "recv"]

@@ -146,3 +146,87 @@ def test_the_sync_runtime_keeps_python_s_timeouts(silent: Silent) -> None:
     assert Threads().stream()._may_block is KERNEL
     with connected(silent[0], Inline().stream()) as stream:
         assert not stream._kernel and stream._sock.gettimeout()
+
+
+# -- unasked: what came on a socket since its last read, asked without waiting --------------
+
+KINDS = ["kernel", "python", "tls"]
+
+
+@contextlib.contextmanager
+def pair(kind: str) -> Iterator[tuple[SocketStream, socket.socket]]:
+    """A connected stream of ``kind`` and the server's end of it (TLS: a request and its
+    answer have gone each way, as on a kept-alive connection, so the handshake's records,
+    TLS 1.3 session tickets among them, are behind it)."""
+    import ssl
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    client_tls = server_tls = None
+    if kind == "tls":
+        trustme = pytest.importorskip("trustme")
+        ca = trustme.CA()
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+        client_tls = ssl.create_default_context()
+        ca.configure_trust(client_tls)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        conn, _ = server.accept()
+        conn.settimeout(10)
+        if server_tls is not None:
+            conn = server_tls.wrap_socket(conn, server_side=True)
+            conn.recv(4)
+            conn.sendall(b"pong")
+        accepted.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    stream = SocketStream(kernel_timeouts=kind == "kernel")
+    deadline = time.monotonic() + 10
+    stream.connect("127.0.0.1", server.getsockname()[1], client_tls, "127.0.0.1", deadline)
+    if kind == "tls":
+        stream.send(b"ping", deadline)
+        assert stream.recv(deadline) == b"pong"
+    thread.join(10)
+    try:
+        assert stream._kernel is (kind == "kernel" and KERNEL)
+        yield stream, accepted[0]
+    finally:
+        stream.close()
+        accepted[0].close()
+        server.close()
+
+
+def settled(stream: SocketStream, want: str) -> str:
+    """``unasked()`` once it says ``want`` or 2 s have passed (what the server wrote takes a
+    moment to arrive)."""
+    deadline = time.monotonic() + 2
+    while (came := stream.unasked()) != want and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return came
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unasked_is_nothing_until_bytes_come(kind: str) -> None:
+    with pair(kind) as (stream, peer):
+        assert stream.unasked() == ""
+        peer.sendall(b"HTTP/1.1 200 OK\r\n")  # nobody asked
+        assert settled(stream, "data") == "data"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unasked_tells_the_end_of_the_stream(kind: str) -> None:
+    with pair(kind) as (stream, peer):
+        assert stream.unasked() == ""
+        peer.close()
+        assert settled(stream, "end") == "end"
+
+
+def test_unasked_does_not_wait_on_a_socket_with_a_long_timeout() -> None:
+    with pair("python") as (stream, _):
+        stream._arm(stream._sock, time.monotonic() + 30)
+        start = time.monotonic()
+        assert stream.unasked() == ""
+        assert time.monotonic() - start < 0.5

@@ -75,6 +75,7 @@ class Sender:
         timed = self._timed  # a round trip, as soon as its answer is read
         yield (self.runtime.encode, self.engine.encode, attempts, wall())
         results: list[tuple[Attempt, Result]] = []
+        refused = self.pipelining.refused
         try:
             if isinstance(conn, HttpConnection) and len(attempts) > 1:
                 yield from self._pipelined(conn, attempts, deadline, results, timed)
@@ -89,6 +90,12 @@ class Sender:
                 reported = {id(attempt) for attempt, _ in results}
                 results += [(a, REQUEUE) for a in attempts if id(a) not in reported]
             self._measure_cpu()
+            if self.pipelining.refused != refused:
+                delivery.log.info(
+                    "sentry_transport: one request at a time to %s from now on: %s",
+                    self.dsn.envelope_url,
+                    self.pipelining.refused,
+                )
             if generation == self.generation:
                 self._report(results)
 
@@ -121,7 +128,6 @@ class Sender:
                 sending.append(attempt)
         if not sending:
             return
-        refused = self.pipelining.refused
         outcomes = yield from conn.pipeline(
             [attempt.request for attempt in sending],  # type: ignore[misc]
             self.options.timeout,
@@ -130,12 +136,6 @@ class Sender:
             timed,  # each request that went out alone: the server's own time
         )
         results += zip(sending, outcomes, strict=False)
-        if self.pipelining.refused != refused:
-            delivery.log.info(
-                "sentry_transport: one request at a time to %s from now on: %s",
-                self.dsn.envelope_url,
-                self.pipelining.refused,
-            )
 
     def _one_by_one(
         self,

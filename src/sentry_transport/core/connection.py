@@ -12,6 +12,10 @@ a stream:
     start_tls(tls, server_hostname, deadline)              upgrade (after a CONNECT tunnel)
     send(data, deadline)                                   all of ``data``
     recv(deadline) -> bytes                                b"" at end of stream
+    unasked() -> str                                       without waiting: "" if nothing came
+                                                           since the last read, "data" if bytes
+                                                           did, "end" if the stream ended (or
+                                                           holds something of unknown meaning)
     close()                                                drop the socket (never raises)
 
 Deadlines are absolute times of the stream's own clock (``clock``, handed in); a stream
@@ -31,6 +35,12 @@ close`` answer, the end of the stream, a reset: a server that closes with reques
 resets the connection) are written again on a new socket, as the same attempt; after any
 other failure the request being answered gets the error and the rest are returned unanswered
 (the worker gives them back to the engine).
+
+Before a kept-alive socket with nothing in flight is written on, it is asked whether anything
+came since its last answer (``unasked``): a stray answer would be read as the next request's,
+so the socket is closed and a new one opened; a server that sent one is not trusted to
+pipeline either. A socket the server has closed meanwhile is replaced the same way, without
+the stale resend's failed write.
 """
 
 from __future__ import annotations
@@ -114,6 +124,8 @@ class HttpConnection:
 
     def exchange(self, request: Request, deadline: float) -> Io:
         """Send one request and read its answer: ``response = yield from conn.exchange(...)``."""
+        if self.open:
+            yield from self._check_idle()
         reused = self.open
         try:
             return (yield from self._exchange(request, deadline))
@@ -141,6 +153,8 @@ class HttpConnection:
         ``timeout`` bounds connecting and each wait for an answer; ``deadline`` (0: none)
         bounds everything, the stale resend included."""
         outcomes: list[Outcome] = []
+        if self.open:
+            yield from self._check_idle()
         resend = self.open  # the stale keep-alive resend: for the first request, once
         first = self._until(self.clock() if self.clock else 0.0, timeout, deadline)
         while len(outcomes) < len(requests):
@@ -165,6 +179,16 @@ class HttpConnection:
         self.aborted = True
         self.open = False
         self.stream.abort()
+
+    def _check_idle(self) -> Io:
+        """A kept-alive socket, nothing in flight: closed if anything came on it since its
+        last answer (it would be taken for the next request's answer) or it has ended."""
+        came = yield (self.stream.unasked,)
+        if came:
+            self.open = False
+            yield (self.stream.close,)
+            if came == "data":
+                self.pipelining.refuse("the server sent an answer no request asked for")
 
     def _until(self, start: float, timeout: float, deadline: float) -> float:
         end = start + timeout

@@ -52,6 +52,18 @@ class AsyncioStream:
         data: bytes = await _within(self._reader.read(65536), deadline)
         return data
 
+    async def unasked(self) -> str:
+        """What came since the last read: nothing (""), bytes ("data": the loop has read
+        them into the reader already) or the end of the connection ("end")."""
+        reader = self._reader
+        if reader is None:
+            return ""
+        if getattr(reader, "_buffer", None):  # (StreamReader keeps no public count)
+            return "data"
+        if reader.at_eof() or reader.exception() is not None:
+            return "end"
+        return ""
+
     async def close(self) -> None:
         self.abort()
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -115,6 +117,26 @@ class SocketStream:
         data = sock.recv(_RECV)
         return data
 
+    def unasked(self) -> str:
+        """Without waiting: "" if nothing came since the last read, "data" if bytes did,
+        "end" if the peer ended the connection (or, under TLS, sent a record that is not
+        known to be data: the socket is not to be reused either way)."""
+        sock = self._sock
+        if sock is None:
+            return ""
+        try:
+            if self._kernel:  # a blocking socket: the flag makes this one call not wait
+                return "data" if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) else "end"
+            if getattr(sock, "pending", None) is not None:  # TLS (the stdlib's, or green)
+                return _tls_unasked(sock, self)
+            if not _readable(sock):
+                return ""
+            return "data" if sock.recv(1, socket.MSG_PEEK) else "end"
+        except (BlockingIOError, InterruptedError):
+            return ""
+        except (OSError, ValueError):  # reset, or a descriptor select() cannot take
+            return "end"
+
     def _arm_kernel(self, sock: Any, deadline: float) -> None:
         """``_arm`` for a blocking socket: the kernel's send and receive timeouts."""
         remaining = self._remaining(deadline)
@@ -152,6 +174,32 @@ class SocketStream:
         if sock is None:
             raise ConnectionAbortedError("the connection is closed")
         return sock
+
+
+def _readable(sock: Any) -> bool:
+    """Whether a read on ``sock`` would not wait (data, or the end), asked without waiting."""
+    poll = getattr(select, "poll", None)  # (gevent's patching takes poll away: then select)
+    if poll is not None:
+        poller = poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([sock.fileno()], [], [], 0)[0])
+
+
+def _tls_unasked(sock: Any, stream: SocketStream) -> str:
+    """``unasked`` for a TLS socket: a record that came is read, without waiting (a TLS 1.3
+    session ticket is consumed and means nothing; data or the end means the socket is done).
+    The socket's timeout is set again at its next call."""
+    if sock.pending():
+        return "data"
+    if not _readable(sock):
+        return ""
+    sock.settimeout(0.0)
+    stream._timeout = -1.0  # (armed again by the next call)
+    try:
+        return "data" if sock.recv(1) else "end"
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return ""  # a record that was not data
 
 
 def run(generator: Generator[tuple[Any, ...], Any, Any]) -> Any:

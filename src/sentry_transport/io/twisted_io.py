@@ -138,6 +138,18 @@ class TwistedStream:
             return self._take(deadline)
         return drive(self._read(len(self._layers), deadline))
 
+    def unasked(self) -> str:
+        """What came since the last read: nothing (""), bytes ("data"), or the end of the
+        connection ("end"; under TLS also a record not yet known to be data)."""
+        wire = self._wire
+        if wire is None:
+            return ""
+        if any(layer.session.pending() for layer in self._layers):
+            return "data"
+        if wire.chunks:
+            return "end" if self._layers else "data"
+        return "end" if wire.ended else ""
+
     def close(self) -> Deferred[None] | None:
         """What was sent still goes out; fires when the socket is closed (as a blocking
         socket's close returns once it is), so an error is reported after its TLS alert."""

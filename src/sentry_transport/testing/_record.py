@@ -30,18 +30,23 @@ __all__ = ["Behaviour", "Close", "Hang", "Received", "Reset", "Respond"]
 
 @dataclass(frozen=True)
 class Respond:
-    """Answer ``status`` after ``delay`` seconds; ``body`` None means a small JSON body."""
+    """Answer ``status`` after ``delay`` seconds; ``body`` None means a small JSON body.
+
+    ``unasked``: bytes written on the connection ``unasked_after`` seconds after the answer,
+    which no request asked for (a stray answer, as a broken server or proxy may send)."""
 
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
     delay: float = 0.0
+    unasked: bytes = b""
+    unasked_after: float = 0.0
 
     def __post_init__(self) -> None:
         if not 200 <= self.status <= 599:
             raise ValueError(f"Respond status must be a final status 200..599, not {self.status}")
-        if self.delay < 0:
-            raise ValueError("Respond delay must be >= 0")
+        if self.delay < 0 or self.unasked_after < 0:
+            raise ValueError("Respond delay and unasked_after must be >= 0")
         headers = dict(self.headers)
         for name, value in headers.items():
             if _UNSAFE.search(name) or _UNSAFE.search(value) or not name:

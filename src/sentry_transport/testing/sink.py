@@ -87,6 +87,7 @@ class Sink(_Recorder):
         self._envelope_path = f"/api/{project_id}/envelope/"
         self.answers_per_connection = 0  # close a connection after this many answers (0: never)
         self._most_in_flight = 0
+        self._unasked_written = 0
         self._decoder: ThreadPoolExecutor | None = None  # made by the loop when first needed
 
     def __repr__(self) -> str:
@@ -99,6 +100,18 @@ class Sink(_Recorder):
         were answered (2 or more: the client pipelines)."""
         with self._cond:
             return self._most_in_flight
+
+    @property
+    def unasked_written(self) -> int:
+        """How many ``Respond.unasked`` writes have been made."""
+        with self._cond:
+            return self._unasked_written
+
+    def _write_unasked(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        if not writer.transport.is_closing():
+            writer.write(data)
+            with self._cond:
+                self._unasked_written += 1
 
     @property
     def dsn(self) -> str:
@@ -347,6 +360,10 @@ class Sink(_Recorder):
         if close:
             await _lingering_close(reader, writer)  # pipelined requests behind it: no reset
             return False
+        if behaviour.unasked:
+            asyncio.get_running_loop().call_later(
+                behaviour.unasked_after, self._write_unasked, writer, behaviour.unasked
+            )
         return True
 
     async def _answer_error(

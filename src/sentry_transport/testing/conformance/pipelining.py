@@ -5,6 +5,7 @@ answered because it closed the connection is sent again without counting as a fa
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -83,6 +84,36 @@ def test_a_stall_mid_pipeline_is_one_failure_and_the_rest_go_again(make: Make, s
     assert sorted(sink_events(sink)) == sorted(sent)
     assert stats["lost"] == {}, stats
     assert stats["network_errors"] == 1 and stats["retries"] == 1, stats
+
+
+_STRAY = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+@pytest.mark.parametrize("burst", [1, 8])
+def test_an_answer_nobody_asked_for_is_no_answer_to_the_next_request(
+    make: Make, sink: Sink, burst: int
+) -> None:
+    # The server answers the first request, then sends a stray 200 on the idle connection;
+    # it refuses everything after. That 200 answers none of the later requests: they are
+    # sent on a new connection and get their own answers (400: lost as send_error).
+    sink.script(Respond(200, unasked=_STRAY, unasked_after=0.05))
+    sink.default = Respond(400)
+    transport = make(sink.dsn, retry_attempts=0)
+    transport.capture_envelope(event("first"))
+    assert transport.flush(5)
+    deadline = time.monotonic() + 5
+    while not sink.unasked_written and time.monotonic() < deadline:  # the stray answer is out
+        time.sleep(0.01)
+    time.sleep(0.1)  # and has reached the client
+    later = [f"later{i}" for i in range(burst)]
+    for name in later:
+        transport.capture_envelope(event(name))
+    assert transport.flush(5)
+    stats = check_accounting(transport, sink)  # 2xx-answered == delivered
+    assert sink_events(sink) == ["first"]
+    assert stats["events"]["delivered"] == 1 and stats["events"]["lost"] == burst, stats
+    first, *rest = sink.requests
+    assert all(request.connection != first.connection for request in rest)  # not reused
 
 
 def _mischief(rng: random.Random) -> Behaviour:

@@ -1,0 +1,51 @@
+"""The asyncio stream: an idle connection says what came on it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sentry_transport.io.aio import AsyncioStream
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def connected(handle: Handler) -> tuple[AsyncioStream, asyncio.base_events.Server]:
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    stream = AsyncioStream()
+    await stream.connect("127.0.0.1", port, None, "127.0.0.1", time.monotonic() + 5)
+    return stream, server
+
+
+async def until(check: Callable[[], Awaitable[Any]], want: Any) -> Any:
+    """``await check()`` until it gives ``want``, for 2 s at most."""
+    deadline = time.monotonic() + 2
+    while (got := await check()) != want and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    return got
+
+
+def test_unasked_says_nothing_then_data_then_the_end() -> None:
+    async def main() -> None:
+        go: asyncio.Queue[str] = asyncio.Queue()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if await go.get() == "data":
+                writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+                await go.get()
+            writer.close()
+
+        stream, server = await connected(handle)
+        assert await stream.unasked() == ""
+        await go.put("data")
+        assert await until(stream.unasked, "data") == "data"
+        await stream.recv(time.monotonic() + 5)  # read what came: then the end
+        await go.put("end")
+        assert await until(stream.unasked, "end") == "end"
+        stream.abort()
+        server.close()
+
+    asyncio.run(main())

@@ -1,8 +1,11 @@
-"""The asyncio stream: an idle connection says what came on it."""
+"""The asyncio stream: what a peer sent before it reset the connection is still read, an
+idle connection says what came on it."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,6 +13,13 @@ from typing import Any
 from sentry_transport.io.aio import AsyncioStream
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """End the connection with a TCP reset (SO_LINGER 0)."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 async def connected(handle: Handler) -> tuple[AsyncioStream, asyncio.base_events.Server]:
@@ -26,6 +36,33 @@ async def until(check: Callable[[], Awaitable[Any]], want: Any) -> Any:
     while (got := await check()) != want and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
     return got
+
+
+def test_an_answer_sent_before_a_reset_is_read_first() -> None:
+    async def main() -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(10)
+            writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            reset(writer)
+
+        stream, server = await connected(handle)
+        deadline = time.monotonic() + 5
+        await stream.send(b"POST", deadline)
+        await asyncio.sleep(0.3)  # the answer and the reset have both arrived
+        assert stream._reader is not None and stream._reader.exception() is not None
+        assert await stream.recv(deadline) == b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n"
+        try:
+            await stream.recv(deadline)
+        except ConnectionResetError:
+            pass
+        else:
+            raise AssertionError("the reset was not reported after the bytes")
+        stream.abort()
+        server.close()
+
+    asyncio.run(main())
 
 
 def test_unasked_says_nothing_then_data_then_the_end() -> None:

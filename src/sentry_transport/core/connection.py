@@ -234,10 +234,21 @@ class HttpConnection:
                     if end > sent:
                         try:
                             yield from self._write(requests[sent:end], clock(), timeout, deadline)
-                        except (BrokenPipeError, ConnectionResetError):
-                            if not flying:
-                                raise
-                            writing = False  # read what is in flight; the rest go back
+                        except (BrokenPipeError, ConnectionResetError) as exc:
+                            if flying:
+                                writing = False  # read what is in flight; the rest go back
+                            else:  # perhaps cut off by its own answer (a 413 for the body)
+                                until = self._until(clock(), timeout, deadline)
+                                early = yield from self._early_answer(until)
+                                if early is None:
+                                    raise exc from None
+                                self.answers += 1
+                                outcomes.append(early)
+                                if len(outcomes) < len(requests) and proceed(early):
+                                    raise _Closed from None  # the rest on a new socket
+                                self.open = False
+                                yield (stream.close,)
+                                return
                         else:
                             now = clock()
                             for k in range(end - sent):
@@ -329,12 +340,20 @@ class HttpConnection:
             if not self.open:
                 yield from self._connect(deadline)
             head = self._head(request)
-            if len(request.body) < _SMALL_BODY:
-                yield (stream.send, head + request.body, deadline)
-            else:
-                yield (stream.send, head, deadline)
-                yield (stream.send, request.body, deadline)
-            response: Response = yield from self._read(deadline, stale_check=True)
+            response: Response | None = None
+            try:
+                if len(request.body) < _SMALL_BODY:
+                    yield (stream.send, head + request.body, deadline)
+                else:
+                    yield (stream.send, head, deadline)
+                    yield (stream.send, request.body, deadline)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                response = yield from self._early_answer(deadline)
+                if response is None:
+                    raise exc from None
+                self.open = False  # (closed below: the write was cut off)
+            if response is None:
+                response = yield from self._read(deadline, stale_check=True)
             self.answers += 1
         except GeneratorExit:
             raise
@@ -342,9 +361,19 @@ class HttpConnection:
             self.open = False
             yield (stream.close,)
             raise
-        if not response.keep_alive or self._rest:
+        if not response.keep_alive or self._rest or not self.open:
             self.open = False
             yield (stream.close,)
+        return response
+
+    def _early_answer(self, deadline: float) -> Io:
+        """After a write the server cut off: the whole answer it sent before it did (a 413
+        or a 400 for a body it would not read: RFC 9112 lets a server answer and close
+        before the request is in), else None."""
+        try:
+            response: Response = yield from self._read(deadline)
+        except (OSError, ProtocolError):
+            return None
         return response
 
     def _connect(self, deadline: float) -> Io:

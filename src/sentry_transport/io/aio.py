@@ -48,9 +48,17 @@ class AsyncioStream:
 
     async def recv(self, deadline: float) -> bytes:
         self._live()
-        assert self._reader is not None
-        data: bytes = await _within(self._reader.read(65536), deadline)
-        return data
+        reader = self._reader
+        assert reader is not None
+        buffered = getattr(reader, "_buffer", None)
+        if buffered and reader.exception() is not None:
+            # A reset after the peer's last bytes: StreamReader would raise at once and drop
+            # them, where a socket gives them first (an answer sent before the reset).
+            data = bytes(buffered[:65536])
+            del buffered[:65536]
+            return data
+        data = await _within(reader.read(65536), deadline)
+        return bytes(data)
 
     async def unasked(self) -> str:
         """What came since the last read: nothing (""), bytes ("data": the loop has read

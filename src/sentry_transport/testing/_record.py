@@ -33,7 +33,10 @@ class Respond:
     """Answer ``status`` after ``delay`` seconds; ``body`` None means a small JSON body.
 
     ``unasked``: bytes written on the connection ``unasked_after`` seconds after the answer,
-    which no request asked for (a stray answer, as a broken server or proxy may send)."""
+    which no request asked for (a stray answer, as a broken server or proxy may send).
+    ``early``: answer as soon as the request's head is read, without reading its body, then
+    close the connection (as a server refusing a body too large does); the request is
+    recorded without its body."""
 
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -41,6 +44,7 @@ class Respond:
     delay: float = 0.0
     unasked: bytes = b""
     unasked_after: float = 0.0
+    early: bool = False
 
     def __post_init__(self) -> None:
         if not 200 <= self.status <= 599:

@@ -20,6 +20,7 @@ without saying so in the last one (a server that does not pipeline may drop the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import threading
@@ -210,6 +211,19 @@ class Sink(_Recorder):
             behaviour = self._script.popleft() if self._script else self.default
         if head.version == "HTTP/1.1" and head.headers.get("expect", "").lower() == "100-continue":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+        if isinstance(behaviour, Respond) and behaviour.early:
+            await _after(previous)
+            message = "answered before the body was read"
+            slot = self._add(head, b"", None, None, message, behaviour, number, arrived)
+            self._finish(slot, behaviour.status)
+            body = behaviour.body if behaviour.body is not None else _detail(message)
+            headers = [*behaviour.headers.items(), ("Content-Type", "application/json")]
+            writer.write(_render(behaviour.status, headers, body, True))
+            with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
+                await asyncio.wait_for(writer.drain(), _WRITE_TIMEOUT)
+            writer.close()  # the body unread: the kernel resets the connection
+            return None
 
         if isinstance(behaviour, Reset):
             try:

@@ -57,6 +57,7 @@ from .pipelining import (
 )
 from .responses import (
     test_200_delivers_everything_over_keep_alive,
+    test_413_before_the_body_is_read_is_a_send_error_and_never_retried,
     test_413_is_a_send_error_and_never_retried,
     test_429_forms,
     test_capture_event_builds_an_envelope,
@@ -86,6 +87,7 @@ __all__ = [
     "make",
     "sink",
     "test_200_delivers_everything_over_keep_alive",
+    "test_413_before_the_body_is_read_is_a_send_error_and_never_retried",
     "test_413_is_a_send_error_and_never_retried",
     "test_429_forms",
     "test_bad_tls_file_is_a_configuration_error",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 
 import pytest
 
+from ...core.envelope import Envelope, Item
 from .._record import Respond
 from ..sink import Sink
 from ._base import (
@@ -75,6 +77,24 @@ def test_413_is_a_send_error_and_never_retried(make: Make, sink: Sink) -> None:
     stats = check_accounting(transport, sink)
     assert stats["lost"] == {"send_error": {"error": 1}}
     assert reports(sink) == {("send_error", "error"): 1}
+
+
+def test_413_before_the_body_is_read_is_a_send_error_and_never_retried(
+    make: Make, sink: Sink
+) -> None:
+    # The server answers 413 as soon as it has the head and closes with the body unread:
+    # the client's write fails, and the answer already sent is the request's outcome.
+    sink.script(Respond(413, early=True))
+    transport = make(sink.dsn, compression="none")
+    big = Item.attachment(random.Random(0).randbytes(8 << 20), "big.bin")
+    transport.capture_envelope(
+        Envelope.for_event({"message": {"formatted": "too-big"}, "level": "error"}, [big])
+    )
+    assert transport.flush(10)
+    stats = check_accounting(transport, sink)
+    assert len([r for r in sink.requests if r.status == 413]) == 1, sink.requests
+    assert stats["network_errors"] == 0 and stats["retries"] == 0, stats
+    assert set(stats["lost"]) == {"send_error"} and stats["lost"]["send_error"]["error"] == 1
 
 
 @pytest.mark.parametrize("status", [500, 503, 400])

@@ -1,9 +1,11 @@
 """The asyncio stream: what a peer sent before it reset the connection is still read, an
-idle connection says what came on it."""
+idle connection says what came on it, and the error a connection ended with is not left for
+asyncio to log."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import struct
 import time
@@ -86,3 +88,38 @@ def test_unasked_says_nothing_then_data_then_the_end() -> None:
         server.close()
 
     asyncio.run(main())
+
+
+def test_the_error_a_connection_ended_with_is_not_logged_by_asyncio() -> None:
+    # The protocol's closed future holds the reset too. Finalized without the protocol
+    # reading it first (as can happen when the two are collected together), asyncio would
+    # log "Future exception was never retrieved" for it.
+    async def main() -> list[str]:
+        logged: list[str] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: logged.append(context["message"]))
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(10)
+            reset(writer)
+
+        stream, server = await connected(handle)
+        assert stream._writer is not None
+        protocol: Any = stream._writer._protocol  # type: ignore[attr-defined]
+        closed = protocol._closed
+        await stream.send(b"POST", time.monotonic() + 5)
+        for _ in range(200):  # (its error not read here)
+            if closed.done():
+                break
+            await asyncio.sleep(0.01)
+        assert closed.done()
+        protocol._closed = loop.create_future()  # the protocol does not read the real one
+        protocol._closed.set_result(None)
+        stream.abort()
+        del closed, protocol, stream
+        gc.collect()
+        await asyncio.sleep(0)
+        server.close()
+        return logged
+
+    assert asyncio.run(main()) == []

@@ -33,7 +33,9 @@ class AsyncioStream:
         opening = asyncio.open_connection(
             host, port, ssl=tls, server_hostname=server_hostname if tls is not None else None
         )
-        self._reader, self._writer = await asyncio.wait_for(opening, _remaining(deadline))
+        reader, writer = await asyncio.wait_for(opening, _remaining(deadline))
+        _read_when_closed(writer)
+        self._reader, self._writer = reader, writer
 
     async def start_tls(self, tls: Any, server_hostname: str, deadline: float) -> None:
         writer = self._live()
@@ -99,6 +101,22 @@ class AsyncioStream:
         if self._writer is None:
             raise ConnectionAbortedError("the connection is closed")
         return self._writer
+
+
+def _read_when_closed(writer: asyncio.StreamWriter) -> None:
+    """asyncio sets the error a connection ended with (a reset, a broken pipe) on its
+    protocol's "closed" future as well, which only ``wait_closed()`` would read. The protocol
+    reads it when it is finalized, but collected together with the future it may be the
+    second: the future then logs "Future exception was never retrieved" at ERROR, with a
+    traceback, for an error the connection has already handled. It is read here as it is set."""
+    closed = getattr(getattr(writer, "_protocol", None), "_closed", None)
+    if isinstance(closed, asyncio.Future):
+        closed.add_done_callback(_read_error)
+
+
+def _read_error(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 _TIMEOUT: Any = getattr(asyncio, "timeout", None)  # Python 3.11+

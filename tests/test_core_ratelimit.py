@@ -207,6 +207,15 @@ def test_empty_rate_limit_header_on_429_falls_back_to_retry_after() -> None:
     assert dict(state.deadlines) == {ALL: NOW + 7}
 
 
+@pytest.mark.parametrize("value", ["garbage", "nan:error", ":error", "-1:all:org, x", ";;;"])
+def test_a_429_whose_rate_limit_header_cannot_be_read_still_backs_off(value: str) -> None:
+    # No limit in the header can be read: the 429 is one without it (Retry-After, else 60 s)
+    state = RateLimits().update(429, {"X-Sentry-Rate-Limits": value, "Retry-After": "7"}, NOW)
+    assert dict(state.deadlines) == {ALL: NOW + 7}
+    assert limits_from(value, status=429) == {ALL: DEFAULT_RETRY_AFTER}
+    assert limits_from(value, status=200) == {}  # on any other status: nothing
+
+
 def test_rate_limit_header_wins_over_retry_after_on_429() -> None:
     state = RateLimits().update(
         429, {"X-Sentry-Rate-Limits": "10:error", "Retry-After": "100"}, NOW

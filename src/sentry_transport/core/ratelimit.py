@@ -4,7 +4,8 @@
 Order of rules: ``X-Sentry-Rate-Limits`` on every status; if absent and the status is 429,
 ``Retry-After`` (seconds, fractional, or an HTTP date) for all categories; if neither, 60 s
 for all. The longer of an old and a new deadline wins. Unknown categories are ignored, and so
-is a limit naming only unknown ones. A malformed limit is skipped, never raised.
+is a limit naming only unknown ones. A malformed limit is skipped, never raised; a 429 whose
+header holds no limit that can be read is a 429 without one (Retry-After, or 60 s).
 
 No limit lasts longer than ``MAX_LIMIT`` (one hour) from the answer that set it: a server (or
 a proxy in front of it) that says ``Retry-After: 1e308`` would otherwise stop delivery for
@@ -55,10 +56,12 @@ class RateLimits:
         """The state after a response: its limits merged in (the longer deadline wins)."""
         new: dict[str, float] = {}
         raw = header(headers, _HEADER)
-        if raw is not None and raw.strip():  # an empty header is no header
-            for category, seconds in parse_rate_limits(raw):
-                _keep_longer(new, category, now + min(seconds, MAX_LIMIT))
-        elif status == 429:
+        limits, readable = _read_limits(raw) if raw is not None else ([], False)
+        for category, seconds in limits:
+            _keep_longer(new, category, now + min(seconds, MAX_LIMIT))
+        # An empty header is no header, and so is one with no limit in it that can be read:
+        # a 429 still backs off. (A limit naming only unknown categories was read: ignored.)
+        if status == 429 and not readable:
             retry_after = parse_retry_after(header(headers, "Retry-After"), now)
             seconds = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
             _keep_longer(new, ALL, now + min(seconds, MAX_LIMIT))
@@ -119,7 +122,14 @@ def _keep_longer(target: dict[str, float], category: str, deadline: float) -> No
 
 def parse_rate_limits(value: str) -> list[tuple[str, float]]:
     """``X-Sentry-Rate-Limits`` -> (category or ALL, seconds) pairs; bad limits skipped."""
+    return _read_limits(value)[0]
+
+
+def _read_limits(value: str) -> tuple[list[tuple[str, float]], bool]:
+    """``parse_rate_limits``, and whether any limit in ``value`` could be read (its seconds
+    and categories), whether or not it names a category known here."""
     result: list[tuple[str, float]] = []
+    readable = False
     for limit in value.split(","):
         fields = [f.strip() for f in limit.split(":")]
         if len(fields) < 2 or not fields[0]:
@@ -127,6 +137,7 @@ def parse_rate_limits(value: str) -> list[tuple[str, float]]:
         seconds = _seconds(fields[0])
         if seconds is None:
             continue
+        readable = True
         categories = [c.strip() for c in fields[1].split(";") if c.strip()]
         if not categories:
             result.append((ALL, seconds))
@@ -140,7 +151,7 @@ def parse_rate_limits(value: str) -> list[tuple[str, float]]:
                 if names and "custom" not in names:
                     continue
             result.append((category, seconds))
-    return result
+    return result, readable
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

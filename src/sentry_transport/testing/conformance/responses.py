@@ -123,8 +123,17 @@ def _http_date(seconds_ahead: float) -> str:
         ({"Retry-After": "29.5"}, "all", 29.5),
         ({"Retry-After": "HTTP-DATE"}, "all", 30),
         ({}, "all", 60),
+        ({"X-Sentry-Rate-Limits": "not a limit", "Retry-After": "30"}, "all", 30),
     ],
-    ids=["sentry-header", "sentry-header-all", "retry-after", "retry-after-float", "date", "bare"],
+    ids=[
+        "sentry-header",
+        "sentry-header-all",
+        "retry-after",
+        "retry-after-float",
+        "date",
+        "bare",
+        "unreadable-sentry-header",
+    ],
 )
 def test_429_forms(
     make: Make, sink: Sink, headers: dict[str, str], limited: str, seconds: float

@@ -154,10 +154,10 @@ KINDS = ["kernel", "python", "tls"]
 
 
 @contextlib.contextmanager
-def pair(kind: str) -> Iterator[tuple[SocketStream, socket.socket]]:
-    """A connected stream of ``kind`` and the server's end of it (TLS: a request and its
-    answer have gone each way, as on a kept-alive connection, so the handshake's records,
-    TLS 1.3 session tickets among them, are behind it)."""
+def pair(kind: str, exchange: bool = True) -> Iterator[tuple[SocketStream, socket.socket]]:
+    """A connected stream of ``kind`` and the server's end of it (TLS with ``exchange``: a
+    request and its answer have gone each way, as on a kept-alive connection, so the
+    handshake's records, TLS 1.3 session tickets among them, are behind it)."""
     import ssl
 
     server = socket.create_server(("127.0.0.1", 0))
@@ -177,8 +177,9 @@ def pair(kind: str) -> Iterator[tuple[SocketStream, socket.socket]]:
         conn.settimeout(10)
         if server_tls is not None:
             conn = server_tls.wrap_socket(conn, server_side=True)
-            conn.recv(4)
-            conn.sendall(b"pong")
+            if exchange:
+                conn.recv(4)
+                conn.sendall(b"pong")
         accepted.append(conn)
 
     thread = threading.Thread(target=accept, daemon=True)
@@ -186,7 +187,7 @@ def pair(kind: str) -> Iterator[tuple[SocketStream, socket.socket]]:
     stream = SocketStream(kernel_timeouts=kind == "kernel")
     deadline = time.monotonic() + 10
     stream.connect("127.0.0.1", server.getsockname()[1], client_tls, "127.0.0.1", deadline)
-    if kind == "tls":
+    if kind == "tls" and exchange:
         stream.send(b"ping", deadline)
         assert stream.recv(deadline) == b"pong"
     thread.join(10)
@@ -230,3 +231,16 @@ def test_unasked_does_not_wait_on_a_socket_with_a_long_timeout() -> None:
         start = time.monotonic()
         assert stream.unasked() == ""
         assert time.monotonic() - start < 0.5
+
+
+def test_unasked_takes_tls_session_tickets_for_nothing() -> None:
+    # Right after the handshake the server's TLS 1.3 session tickets may still be unread:
+    # records that are not data, which must not make a kept-alive socket look used.
+    with pair("tls", exchange=False) as (stream, peer):
+        time.sleep(0.2)  # the tickets have arrived
+        assert sockets._readable(stream._sock)  # (there is something to read)
+        assert stream.unasked() == ""
+        assert not sockets._readable(stream._sock)  # (it was read: tickets, no data)
+        assert stream.unasked() == ""
+        peer.sendall(b"HTTP/1.1 200 OK\r\n")
+        assert settled(stream, "data") == "data"

@@ -26,7 +26,11 @@ def _queue(folder: Path) -> list[str]:
     queue = folder / "queue"
     found = []
     for name in sorted(os.listdir(queue)) if queue.exists() else []:
-        parsed = _spool.parse_file((queue / name).read_bytes())
+        try:
+            data = (queue / name).read_bytes()
+        except FileNotFoundError:  # delivered and removed since it was listed
+            continue
+        parsed = _spool.parse_file(data)
         found += [_spool.record_id(name, index) for index, _, _ in parsed.live()]
     return found
 

@@ -231,6 +231,8 @@ def test_bytes_past_the_last_answer_with_nothing_asked_close_the_socket() -> Non
     conn = connection(server)
     assert send_all(conn, 1) == [200]
     assert not conn.open and server.log[-1] == "close"
+    # a server that answers more than it was asked is not trusted to pipeline either
+    assert conn.pipelining.refused == "the server sent an answer no request asked for"
 
 
 def test_large_bodies_cap_what_is_in_flight() -> None:

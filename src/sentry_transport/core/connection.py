@@ -61,6 +61,7 @@ Outcome = Response | BaseException  # a request's answer, or the error its excha
 _SMALL_BODY = 16 * 1024  # smaller bodies go out in the same write as the head
 PIPELINE_BYTES = 256 * 1024  # body bytes in flight on one connection beyond its first request
 RESEND_ERRORS = (ConnectionResetError, BrokenPipeError, StaleConnection)
+_STRAY = "the server sent an answer no request asked for"  # (why pipelining stops)
 
 
 class Pipelining:
@@ -188,7 +189,7 @@ class HttpConnection:
             self.open = False
             yield (self.stream.close,)
             if came == "data":
-                self.pipelining.refuse("the server sent an answer no request asked for")
+                self.pipelining.refuse(_STRAY)
 
     def _until(self, start: float, timeout: float, deadline: float) -> float:
         end = start + timeout
@@ -261,6 +262,7 @@ class HttpConnection:
                     if self._rest:  # bytes nobody asked for: this socket is not to be trusted
                         self.open = False
                         yield (stream.close,)
+                        shared.refuse(_STRAY)
                     return
                 i = done - start
                 quick = quick_response(self._rest, self._memo) if self._rest else None

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from sentry_transport.core.connection import HttpConnection, Pipelining
+from sentry_transport.core.connection import HttpConnection
 from sentry_transport.core.dsn import Dsn
 from sentry_transport.core.errors import HttpProtocolError
 from sentry_transport.core.http11 import Response, StaleConnection
+from sentry_transport.core.pipelining import Pipelining
 from sentry_transport.core.request import Request
 from sentry_transport.io.sockets import run
 

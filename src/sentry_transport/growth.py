@@ -17,10 +17,10 @@ from .core.engine import should_grow
 if TYPE_CHECKING:
     from collections import deque
 
-    from .core.connection import Pipelining
     from .core.engine import Engine
     from .core.envelope import Envelope
     from .core.options import TransportOptions
+    from .core.pipelining import Pipelining
 
 # While pipelining, connections grow to this many against a slow server, FAR_CONNECTIONS
 # against a far one, each carrying up to pipeline_depth requests (32: 128 and 256 in flight).

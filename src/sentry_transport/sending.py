@@ -18,10 +18,10 @@ from .core.engine import REQUEUE, Attempt, Result, goes_on
 from .core.request import Request
 
 if TYPE_CHECKING:
-    from .core.connection import Pipelining
     from .core.dsn import Dsn
     from .core.engine import Engine
     from .core.options import TransportOptions
+    from .core.pipelining import Pipelining
     from .spooler import SpoolWorker
 
 Steps = Generator[tuple[Any, ...], Any, Any]

@@ -24,7 +24,7 @@ from typing import Any
 
 from .core import proxy as _proxy
 from .core.actions import SLOW_ROUND_TRIP
-from .core.connection import PIPELINE_BYTES, HttpConnection, Pipelining
+from .core.connection import HttpConnection
 from .core.dsn import Dsn
 from .core.engine import (
     MAX_BATCH,
@@ -35,6 +35,7 @@ from .core.engine import (
     Wait,
 )
 from .core.envelope import Envelope
+from .core.pipelining import PIPELINE_BYTES, Pipelining
 from .core.spool import project_of
 from .growth import Growth
 from .io.spool_files import SpoolDir

@@ -52,6 +52,7 @@ from . import proxy as _proxy
 from .dsn import Dsn
 from .errors import ProtocolError
 from .http11 import HeadMemo, Response, ResponseParser, StaleConnection, quick_response
+from .pipelining import CLOSED_AFTER_ONE, PIPELINE_BYTES, STRAY, Pipelining
 from .request import Request
 
 Op = tuple[Any, ...]  # (callable, *args)
@@ -59,36 +60,7 @@ Io = Generator[Op, Any, Any]
 Outcome = Response | BaseException  # a request's answer, or the error its exchange ended with
 
 _SMALL_BODY = 16 * 1024  # smaller bodies go out in the same write as the head
-PIPELINE_BYTES = 256 * 1024  # body bytes in flight on one connection beyond its first request
 RESEND_ERRORS = (ConnectionResetError, BrokenPipeError, StaleConnection)
-_STRAY = "the server sent an answer no request asked for"  # (why pipelining stops)
-
-
-class Pipelining:
-    """What a transport has learned about pipelining to its server; its connections share it.
-
-    ``depth``: requests one connection may have in flight (1: one at a time). ``proven``: a
-    request written behind another was answered. ``kept_alive``: a socket got a keep-alive
-    answer. Either lets a new socket fill its window from its first write. ``refused``: why
-    pipelining was turned off, or None.
-    """
-
-    __slots__ = ("depth", "kept_alive", "proven", "refused")
-
-    def __init__(self, depth: int = 1) -> None:
-        self.depth = max(1, depth)
-        self.proven = False
-        self.kept_alive = False
-        self.refused: str | None = None
-
-    @property
-    def trusted(self) -> bool:
-        return self.proven or self.kept_alive
-
-    def refuse(self, why: str) -> None:
-        if self.depth > 1:
-            self.depth = 1
-            self.refused = why
 
 
 class _Closed(Exception):
@@ -189,7 +161,7 @@ class HttpConnection:
             self.open = False
             yield (self.stream.close,)
             if came == "data":
-                self.pipelining.refuse(_STRAY)
+                self.pipelining.refuse(STRAY)
 
     def _until(self, start: float, timeout: float, deadline: float) -> float:
         end = start + timeout
@@ -262,7 +234,7 @@ class HttpConnection:
                     if self._rest:  # bytes nobody asked for: this socket is not to be trusted
                         self.open = False
                         yield (stream.close,)
-                        shared.refuse(_STRAY)
+                        shared.refuse(STRAY)
                     return
                 i = done - start
                 quick = quick_response(self._rest, self._memo) if self._rest else None
@@ -276,7 +248,7 @@ class HttpConnection:
                     if not fresh:
                         raise
                     if self.answers == 1:
-                        shared.refuse("the server closed the connection after one answer")
+                        shared.refuse(CLOSED_AFTER_ONE)
                     raise _Closed from None
                 except (TimeoutError, ProtocolError) as exc:
                     if behind[i]:
@@ -297,7 +269,7 @@ class HttpConnection:
                     writing = False
                 if not response.keep_alive:
                     if sent > len(outcomes) and self.answers == 1:
-                        shared.refuse("the server closed the connection after one answer")
+                        shared.refuse(CLOSED_AFTER_ONE)
                     if writing and len(outcomes) < len(requests):
                         raise _Closed
                     self.open = False

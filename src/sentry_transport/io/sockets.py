@@ -128,7 +128,7 @@ class SocketStream:
             if self._kernel:  # a blocking socket: the flag makes this one call not wait
                 return "data" if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) else "end"
             if getattr(sock, "pending", None) is not None:  # TLS (the stdlib's, or green)
-                return _tls_unasked(sock, self)
+                return self._tls_unasked(sock)
             if not _readable(sock):
                 return ""
             return "data" if sock.recv(1, socket.MSG_PEEK) else "end"
@@ -136,6 +136,21 @@ class SocketStream:
             return ""
         except (OSError, ValueError):  # reset, or a descriptor select() cannot take
             return "end"
+
+    def _tls_unasked(self, sock: Any) -> str:
+        """``unasked`` for a TLS socket: a record that came is read, without waiting (a TLS
+        1.3 session ticket is consumed and means nothing; data or the end means the socket
+        is done). The socket's timeout is set again at its next call."""
+        if sock.pending():
+            return "data"
+        if not _readable(sock):
+            return ""
+        sock.settimeout(0.0)
+        self._timeout = -1.0  # (armed again by the next call)
+        try:
+            return "data" if sock.recv(1) else "end"
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return ""  # a record that was not data
 
     def _arm_kernel(self, sock: Any, deadline: float) -> None:
         """``_arm`` for a blocking socket: the kernel's send and receive timeouts."""
@@ -184,22 +199,6 @@ def _readable(sock: Any) -> bool:
         poller.register(sock.fileno(), select.POLLIN)
         return bool(poller.poll(0))
     return bool(select.select([sock.fileno()], [], [], 0)[0])
-
-
-def _tls_unasked(sock: Any, stream: SocketStream) -> str:
-    """``unasked`` for a TLS socket: a record that came is read, without waiting (a TLS 1.3
-    session ticket is consumed and means nothing; data or the end means the socket is done).
-    The socket's timeout is set again at its next call."""
-    if sock.pending():
-        return "data"
-    if not _readable(sock):
-        return ""
-    sock.settimeout(0.0)
-    stream._timeout = -1.0  # (armed again by the next call)
-    try:
-        return "data" if sock.recv(1) else "end"
-    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-        return ""  # a record that was not data
 
 
 def run(generator: Generator[tuple[Any, ...], Any, Any]) -> Any:

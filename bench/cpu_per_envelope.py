@@ -12,10 +12,16 @@ See bench/README.md for the columns and the targets checked at the bottom.
 
     .venv/bin/python bench/cpu_per_envelope.py [--repeats 3] [--scale 1.0] [--baseline DIR]
         [--peers threaded,gevent,...] [--scenarios small,slow,100kb,100ms]
-        [--variants installed,plain,fast,zstd] [--spool] [--server lean|sink]
+        [--variants installed,plain,fast,zstd] [--spool] [--server lean|sink] [--sdk-bare]
 
 --spool adds a row per peer with the disk spool on (``spool_dir`` a fresh temporary folder
 per run) and checks that it keeps at least half the throughput of the same peer without it.
+
+--sdk-bare adds a second sentry_sdk row, "sentry_sdk -br": the sdk with ``brotli`` made
+unimportable, as ``pip install sentry-sdk`` alone leaves it (it then compresses with gzip
+level 9). Our test extra installs brotli, so the reference row compresses with brotli
+(quality 4), which is faster: every ratio and target stays against that reference, the
+stricter peer; the bare row's ratios are printed below the targets, for context.
 """
 
 from __future__ import annotations
@@ -84,6 +90,7 @@ VARIANTS = {
     "zstd": " +fast zstd",  # the fast extra and compression=zstd
 }
 WITHOUT_FAST = ("orjson", "isal", "zstandard")  # what the "plain" child blocks, first thing
+SDK_BARE = "bare"  # the variant of the "sentry_sdk -br" row: brotli blocked, first thing
 BLOCKING = ("sync", "requests")  # one request at a time, on the caller's thread
 # Runtimes that pipeline (several requests in flight per connection); the others are
 # BLOCKING or send through an HTTP library one request at a time per connection.
@@ -324,6 +331,8 @@ def child(args: argparse.Namespace) -> int:
     if args.variant == "plain":  # before sentry_transport is imported: as if not installed
         for name in WITHOUT_FAST:
             sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
+    elif args.variant == SDK_BARE:  # before sentry_sdk is imported: gzip 9, its fallback
+        sys.modules["brotli"] = None  # type: ignore[assignment]
     events = make_events(args.event, args.count)
     if args.kind == "sdk":
         result = child_sdk(args.dsn, events)
@@ -516,6 +525,19 @@ def describe_sdk() -> str:
     return f"{sentry_sdk.VERSION} ({algo}, 1 worker thread, queue {queue})"
 
 
+def bare_sdk_codec() -> str:
+    """The compression sentry_sdk picks with brotli unimportable, asked of a child process."""
+    code = (
+        "import sys; sys.modules['brotli'] = None; "
+        "from sentry_sdk.consts import DEFAULT_OPTIONS as D; "
+        "from sentry_sdk.transport import HttpTransport as H; "
+        "t = H(dict(D, dsn='http://public@127.0.0.1:9/42')); "
+        "print(t._compression_algo, t._compression_level)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    return done.stdout.strip() or f"unknown: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+
+
 def describe_extras(kinds: Sequence[str]) -> str:
     names = sorted({EXTRAS[k] for k in kinds if k in EXTRAS})
     versions = []
@@ -632,7 +654,7 @@ def print_table(results: dict[Scenario, dict[Peer, Summary]], baseline: bool) ->
     header += ["note"]
     table = [header]
     for scenario, summaries in results.items():
-        sdk = next((s for p, s in summaries.items() if p.kind == "sdk"), None)
+        sdk = next((s for p, s in summaries.items() if p.kind == "sdk"), None)  # the reference
         base = {(p.kind, p.variant): s for p, s in summaries.items() if p.group == "base"}
         for peer, s in summaries.items():
             cpu, rate = s.cpu(), s.rate()
@@ -705,7 +727,7 @@ def print_targets(results: dict[Scenario, dict[Peer, Summary]]) -> int:
         if summaries is None:
             print(f"  (scenario {key} not run)")
             return
-        sdk = next(s for p, s in summaries.items() if p.kind == "sdk")
+        sdk = next(s for p, s in summaries.items() if p.kind == "sdk")  # the reference (first)
         for peer, s in summaries.items():
             if peer.group == "now":
                 ok, text = judge(peer, s, sdk)
@@ -770,7 +792,27 @@ def print_targets(results: dict[Scenario, dict[Peer, Summary]]) -> int:
         f">= {LARGE_FAST_X:g}x with it"
     )
     check("100kb", large)
+    print_bare(by_key)
     return failed
+
+
+def print_bare(by_key: dict[str, dict[Peer, Summary]]) -> None:
+    """Our rows' env/s and µs CPU/env against the "sentry_sdk -br" row (--sdk-bare), if run:
+    context, not a target."""
+    lines = []
+    for key, summaries in by_key.items():
+        bare = next((s for p, s in summaries.items() if p.variant == SDK_BARE), None)
+        if bare is None:
+            continue
+        for peer, s in summaries.items():
+            if peer.group == "now":
+                rate, cpu = ratio(s.rate(), bare.rate()), ratio(s.cpu(), bare.cpu())
+                lines.append(
+                    f"  {key:6} {peer.label:<24} env/s {rate or 'n/a'}, µs CPU/env {cpu or 'n/a'}"
+                )
+    if lines:
+        print(" against sentry_sdk -br (no brotli: gzip 9, as pip install sentry-sdk leaves it):")
+        print("\n".join(lines))
 
 
 SPOOL_RATE_X = 0.5  # envelopes/s with the spool / without it, at least
@@ -825,6 +867,8 @@ def parent(args: argparse.Namespace) -> int:
     if args.scenarios is None:
         keys = [k for k in keys if k in DEFAULT_SCENARIOS]
     peers = [Peer("sentry_sdk", "sdk", None)]  # always: the reference of every ratio
+    if args.sdk_bare:
+        peers.append(Peer("sentry_sdk -br", "sdk", None, variant=SDK_BARE))
     variants = pick(args.variants, tuple(VARIANTS), "variant") if args.variants else ["installed"]
     peers += [
         Peer(f"{k}{VARIANTS[v]} (now)", k, str(REPO_SRC), "now", v) for k in kinds for v in variants
@@ -858,6 +902,8 @@ def parent(args: argparse.Namespace) -> int:
         f"{os.cpu_count()} CPUs, {platform.platform()}"
     )
     print(f"sentry_sdk {describe_sdk()}")
+    if args.sdk_bare:
+        print(f"sentry_sdk -br: the same with brotli blocked ({bare_sdk_codec()})")
     if kinds:
         print(f"sentry_transport now:  {probe(peers[1])}{checkout(str(REPO_SRC))}")
     if base and peers[-1].group == "base":
@@ -940,12 +986,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=CHILD_TIMEOUT, help="per child run")
     parser.add_argument("--spool", action="store_true", help="also each peer with spool_dir set")
+    parser.add_argument(
+        "--sdk-bare",
+        action="store_true",
+        help="also sentry_sdk without brotli (gzip 9, as pip install sentry-sdk leaves it)",
+    )
     parser.add_argument("--child", choices=KINDS, dest="kind", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--event", choices=("small", "large"), help=argparse.SUPPRESS)
     parser.add_argument("--src", help=argparse.SUPPRESS)
-    parser.add_argument("--variant", choices=VARIANTS, default="installed", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--variant", choices=(*VARIANTS, SDK_BARE), default="installed", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     return child(args) if args.kind else parent(args)
 

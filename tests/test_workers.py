@@ -221,7 +221,7 @@ def test_a_flush_measures_what_the_inbox_held_when_it_began_not_what_keeps_comin
     assert time.monotonic() - begun < 2.0
 
 
-def test_a_loop_measures_by_encoding_with_orjson_up_to_a_budget_and_estimates_the_rest(
+def test_a_loop_measures_by_encoding_with_orjson_up_to_a_budget_and_leaves_the_rest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from sentry_transport import Envelope
@@ -233,8 +233,9 @@ def test_a_loop_measures_by_encoding_with_orjson_up_to_a_budget_and_estimates_th
     sizes = threads.budgeted_sizes(big)
     encoded = [envelope.items[0].payload_is_encoded for envelope in big]
     assert encoded == [True, True, True, False, False]  # 3 x 100 KB reach the 256 KiB budget
-    assert sizes[:3] == [len(envelope.items[0].payload) for envelope in big[:3]]
-    assert all(size > 100_000 for size in sizes[3:])  # estimated, not encoded
+    assert sizes == [len(envelope.items[0].payload) for envelope in big[:3]]  # the rest: later
+    huge = Envelope.for_event({"message": "m", "extra": {"blob": "x" * 300_000}})
+    assert threads.budgeted_sizes([huge, *big[3:]]) == [len(huge.items[0].payload)]  # one at least
     small = Envelope.for_event({"message": "m"})
     assert threads.loop_size(small) == len(small.items[0].payload)  # the caller's own: exact
     monkeypatch.setattr(jsonenc, "accelerator", None)  # without orjson: the caller estimates

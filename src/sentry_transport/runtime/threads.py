@@ -91,11 +91,15 @@ DRAIN_BYTES = 256 * 1024
 class Estimates:
     """``measure``/``measure_all`` for a loop's or hub's runtime: a capture measures its own
     envelope by ``loop_size``. A worker measuring what the inbox held encodes it: with
-    orjson on the loop, up to ``LOOP_ENCODE_BUDGET`` of JSON (so that a drain of many large
-    events does not stall the loop), estimating the rest; without orjson in a thread
-    (``offload``), all of it: the JSON is encoded once, there, where estimating it would
-    have cost the loop more than encoding it (27 us for a 1 KB event against 14, 107
-    against 700 for 100 KB, and then the encode all the same)."""
+    orjson on the loop, the first envelopes up to ``LOOP_ENCODE_BUDGET`` of JSON (so that a
+    drain of many large events does not stall the loop), the rest going back to the inbox
+    for the next drain, as a thread runtime's ``DRAIN_BYTES`` do (estimating them instead
+    cost more than encoding: 108 us against 70 for a 100 KB event, and then the encode all
+    the same; the asyncio transport sent 1.24x the 100 KB events/s at 0.85x the CPU without
+    it, bench/cpu_per_envelope.py); without orjson in a thread (``offload``), all of it:
+    the JSON is encoded once, there, where estimating it would have cost the loop more than
+    encoding it (27 us for a 1 KB event against 14, 107 against 700 for 100 KB, and then
+    the encode all the same)."""
 
     offload: Callable[..., Any]
     measure = staticmethod(loop_size)  # the caller's own envelope
@@ -112,16 +116,16 @@ class Estimates:
 
 
 def budgeted_sizes(envelopes: list[Envelope]) -> list[int]:
-    """Sizes on a loop with orjson: encoded up to ``LOOP_ENCODE_BUDGET``, then estimated."""
+    """Sizes on a loop with orjson: of the first envelopes, encoded, up to
+    ``LOOP_ENCODE_BUDGET`` of JSON (one at least); the rest wait for the next drain."""
     sizes: list[int] = []
     spent = 0
     for envelope in envelopes:
-        if spent < LOOP_ENCODE_BUDGET:
-            size = encoded_size(envelope)
-            spent += size
-        else:
-            size = estimated_size(envelope)
+        size = encoded_size(envelope)
         sizes.append(size)
+        spent += size
+        if spent >= LOOP_ENCODE_BUDGET:
+            break
     return sizes
 
 

@@ -905,7 +905,8 @@ def parent(args: argparse.Namespace) -> int:
     if args.sdk_bare:
         print(f"sentry_sdk -br: the same with brotli blocked ({bare_sdk_codec()})")
     if kinds:
-        print(f"sentry_transport now:  {probe(peers[1])}{checkout(str(REPO_SRC))}")
+        first = next(p for p in peers if p.group == "now")  # (not the sdk rows before it)
+        print(f"sentry_transport now:  {probe(first)}{checkout(str(REPO_SRC))}")
     if base and peers[-1].group == "base":
         print(f"sentry_transport base: {probe(peers[-1])}{checkout(base)}")
     if extras := describe_extras(kinds):

@@ -525,17 +525,16 @@ def describe_sdk() -> str:
     return f"{sentry_sdk.VERSION} ({algo}, 1 worker thread, queue {queue})"
 
 
-def bare_sdk_codec() -> str:
-    """The compression sentry_sdk picks with brotli unimportable, asked of a child process."""
+def describe_bare_sdk() -> str:
+    """``describe_sdk()`` as a child process with brotli unimportable sees it."""
     code = (
         "import sys; sys.modules['brotli'] = None; "
-        "from sentry_sdk.consts import DEFAULT_OPTIONS as D; "
-        "from sentry_sdk.transport import HttpTransport as H; "
-        "t = H(dict(D, dsn='http://public@127.0.0.1:9/42')); "
-        "print(t._compression_algo, t._compression_level)"
+        f"sys.path.insert(0, {str(HERE)!r}); import cpu_per_envelope; "
+        "print(cpu_per_envelope.describe_sdk())"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    return done.stdout.strip() or f"unknown: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+    lines = done.stdout.strip().splitlines()
+    return lines[-1] if lines else f"unknown: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
 
 
 def describe_extras(kinds: Sequence[str]) -> str:
@@ -903,7 +902,7 @@ def parent(args: argparse.Namespace) -> int:
     )
     print(f"sentry_sdk {describe_sdk()}")
     if args.sdk_bare:
-        print(f"sentry_sdk -br: the same with brotli blocked ({bare_sdk_codec()})")
+        print(f"sentry_sdk -br: {describe_bare_sdk()}, brotli blocked")
     if kinds:
         first = next(p for p in peers if p.group == "now")  # (not the sdk rows before it)
         print(f"sentry_transport now:  {probe(first)}{checkout(str(REPO_SRC))}")

@@ -95,8 +95,7 @@ class Estimates:
     drain of many large events does not stall the loop), the rest going back to the inbox
     for the next drain, as a thread runtime's ``DRAIN_BYTES`` do (estimating them instead
     cost more than encoding: 108 us against 70 for a 100 KB event, and then the encode all
-    the same; the asyncio transport sent 1.24x the 100 KB events/s at 0.85x the CPU without
-    it, bench/cpu_per_envelope.py); without orjson in a thread (``offload``), all of it:
+    the same); without orjson in a thread (``offload``), all of it:
     the JSON is encoded once, there, where estimating it would have cost the loop more than
     encoding it (27 us for a 1 KB event against 14, 107 against 700 for 100 KB, and then
     the encode all the same)."""
@@ -116,15 +115,20 @@ class Estimates:
 
 
 def budgeted_sizes(envelopes: list[Envelope]) -> list[int]:
-    """Sizes on a loop with orjson: of the first envelopes, encoded, up to
-    ``LOOP_ENCODE_BUDGET`` of JSON (one at least); the rest wait for the next drain."""
+    """Sizes on a loop with orjson: ``encoded_prefix`` up to ``LOOP_ENCODE_BUDGET``."""
+    return encoded_prefix(envelopes, LOOP_ENCODE_BUDGET)
+
+
+def encoded_prefix(envelopes: list[Envelope], budget: int) -> list[int]:
+    """``encoded_size`` of the first envelopes, until their JSON reaches ``budget`` bytes
+    (one at least): a drain hands these to the engine, the rest wait for the next drain."""
     sizes: list[int] = []
-    spent = 0
+    total = 0
     for envelope in envelopes:
         size = encoded_size(envelope)
         sizes.append(size)
-        spent += size
-        if spent >= LOOP_ENCODE_BUDGET:
+        total += size
+        if total >= budget:
             break
     return sizes
 
@@ -246,19 +250,11 @@ class Threads:
         """A worker measures on its own thread, as a capture does: no hop, no estimate."""
         return False
 
-    @classmethod
-    def measure_all(cls, envelopes: list[Envelope]) -> list[int]:
-        """Sizes of the first envelopes, by encoding, up to ``DRAIN_BYTES`` of JSON (one at
-        least): the drain hands them to the engine while the rest waits for the next."""
-        sizes: list[int] = []
-        total = 0
-        for envelope in envelopes:
-            size = cls.measure(envelope)
-            sizes.append(size)
-            total += size
-            if total >= DRAIN_BYTES:
-                break
-        return sizes
+    @staticmethod
+    def measure_all(envelopes: list[Envelope]) -> list[int]:
+        """``encoded_prefix`` up to ``DRAIN_BYTES``: the drain hands these to the engine
+        while the rest waits for the next."""
+        return encoded_prefix(envelopes, DRAIN_BYTES)
 
     def after_fork(self) -> None:
         """Nothing to drop: a child has no threads but the one that forked."""

@@ -406,6 +406,7 @@ def caller_cost_rows(results: dict[Peer, list[Run]]) -> list[Row]:
     rows = []
     for label, pick, fmt in (
         ("median", lambda ns: percentile(ns, 0.5), "{:.1f}"),
+        ("mean", statistics.fmean, "{:.2f}"),  # the caller's whole time / captures
         ("p99", lambda ns: percentile(ns, 0.99), "{:.1f}"),
         ("max", max, "{:,.0f}"),
     ):

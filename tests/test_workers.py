@@ -14,7 +14,7 @@ import pytest
 from sentry_transport import Dsn
 from sentry_transport.growth import HANGING, RTT_WINDOW, SURE_SAMPLES
 from sentry_transport.pump import Pump
-from sentry_transport.runtime.threads import Estimates, Threads
+from sentry_transport.runtime.threads import LoopSizes, Threads
 
 
 @pytest.fixture
@@ -225,7 +225,6 @@ def test_a_loop_measures_by_encoding_with_orjson_up_to_a_budget_and_leaves_the_r
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from sentry_transport import Envelope
-    from sentry_transport.core import jsonenc
     from sentry_transport.runtime import threads
 
     pytest.importorskip("orjson")
@@ -237,13 +236,10 @@ def test_a_loop_measures_by_encoding_with_orjson_up_to_a_budget_and_leaves_the_r
     huge = Envelope.for_event({"message": "m", "extra": {"blob": "x" * 300_000}})
     assert threads.budgeted_sizes([huge, *big[3:]]) == [len(huge.items[0].payload)]  # one at least
     small = Envelope.for_event({"message": "m"})
-    assert threads.loop_size(small) == len(small.items[0].payload)  # the caller's own: exact
-    monkeypatch.setattr(jsonenc, "accelerator", None)  # without orjson: the caller estimates
-    other = Envelope.for_event({"message": "m"})
-    assert threads.loop_size(other) > 0 and not other.items[0].payload_is_encoded
+    assert threads.LoopSizes.measure(small) == len(small.items[0].payload)  # the caller's own
 
 
-class Offloading(Estimates):
+class Offloading(LoopSizes):
     """A loop's runtime whose offload runs the work here, and notes it."""
 
     def __init__(self) -> None:
@@ -254,44 +250,51 @@ class Offloading(Estimates):
         return fn(*args)
 
 
-def test_without_orjson_a_loop_measures_what_the_inbox_held_in_a_thread_by_encoding_it(
+def test_without_orjson_a_loop_measures_on_the_loop_by_encoding_up_to_a_smaller_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The standard library's JSON costs less than estimating it; a thread, not the loop,
-    encodes it, once: the sizes are exact and the payloads kept for sending."""
+    """The standard library's encoder holds the GIL throughout: a thread would stall the loop
+    as long, so the loop encodes (once: the payloads are kept for sending), 64 KiB of JSON
+    per drain at most (one envelope at least), and a capture measures its own exactly."""
     from sentry_transport import Envelope
     from sentry_transport.core import jsonenc
-    from sentry_transport.runtime import aio, threads
+    from sentry_transport.runtime import threads
 
     monkeypatch.setattr(jsonenc, "accelerator", None)
-    drained = [Envelope.for_event({"message": "m", "n": i}) for i in range(3)]
+    assert threads.loop_budget() == threads.LOOP_STDLIB_BUDGET == 64 * 1024
+    blob = "x" * 30_000
+    drained = [Envelope.for_event({"message": "m", "extra": {"blob": blob}}) for _ in range(4)]
     runtime = Offloading()
     sizes = runtime.measure_all(drained)
-    assert runtime.offloaded == [threads.encoded_sizes]
-    assert all(envelope.items[0].payload_is_encoded for envelope in drained)
-    assert sizes == [len(envelope.items[0].payload) for envelope in drained]
+    assert runtime.offloaded == []  # no hop to a thread
+    encoded = [envelope.items[0].payload_is_encoded for envelope in drained]
+    assert encoded == [True, True, True, False]  # 3 x 30 KB reach the 64 KiB budget
+    assert sizes == [len(envelope.items[0].payload) for envelope in drained[:3]]
+    huge = Envelope.for_event({"message": "m", "extra": {"blob": "x" * 100_000}})
+    assert runtime.measure_all([huge, drained[3]]) == [len(huge.items[0].payload)]
+    own = Envelope.for_event({"message": "m"})
+    assert runtime.measure(own) == len(own.items[0].payload) and own.items[0].payload_is_encoded
 
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
     from sentry_transport.runtime.aio import Asyncio
 
-    threads_used: list[str] = []
-    encoded_sizes = threads.encoded_sizes
+    hops: list[Any] = []
 
-    def measured(envelopes: list[Envelope]) -> list[int]:
-        threads_used.append(threading.current_thread().name)
-        return encoded_sizes(envelopes)
+    class NoHops(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            hops.append(fn)
+            return super().submit(fn, *args, **kwargs)
 
-    monkeypatch.setattr(aio, "encoded_sizes", measured)
     again = [Envelope.for_event({"message": "m", "n": i}) for i in range(3)]
 
     async def main() -> list[int]:
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1, "measurer"))
+        asyncio.get_running_loop().set_default_executor(NoHops(1))
         return await Asyncio.measure_all(again)
 
     assert asyncio.run(main()) == [len(envelope.items[0].payload) for envelope in again]
-    assert len(threads_used) == 1 and threads_used[0].startswith("measurer")
+    assert hops == []
 
 
 def test_a_loop_moves_an_encode_to_a_thread_only_for_its_slow_work() -> None:
@@ -320,7 +323,6 @@ def test_a_loop_moves_an_encode_to_a_thread_only_for_its_slow_work() -> None:
 
 
 def test_a_thread_wake_behaves_as_an_event_for_its_waiter() -> None:
-    import threading
     import time
 
     from sentry_transport.runtime.threads import ThreadWake
@@ -391,40 +393,31 @@ def test_a_worker_waits_while_another_measures_what_it_took_from_the_inbox(pump:
     steps.close()
 
 
-def test_a_loop_that_measures_in_a_thread_holds_more_in_the_inbox_within_the_same_bound(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_a_loop_holds_as_many_unmeasured_as_threads_with_either_encoder(
+    monkeypatch: pytest.MonkeyPatch, accelerated: bool
 ) -> None:
-    """Without orjson a loop measures in a thread, by encoding: a capture's own measure would
-    be an estimate thrown away, so captures append to the inbox up to 256 and drains take 64
-    at a time, as many held unmeasured at the most (inbox and a drain's batch) as threads."""
+    """Captures append to the inbox up to INBOX_UNMEASURED; past it the caller measures its
+    own envelope (by encoding it, also on a loop without orjson) and submits it."""
     from sentry_transport import Envelope
     from sentry_transport.core import jsonenc
     from sentry_transport.runtime.aio import Asyncio
-    from sentry_transport.workers import (
-        DRAIN_BATCH,
-        INBOX_UNMEASURED,
-        THREAD_DRAIN_BATCH,
-        THREAD_INBOX_UNMEASURED,
-    )
+    from sentry_transport.workers import INBOX_UNMEASURED
 
-    assert THREAD_INBOX_UNMEASURED + THREAD_DRAIN_BATCH == INBOX_UNMEASURED + DRAIN_BATCH
-    threads = Pump(Dsn.parse("http://k@127.0.0.1:9/1"), Threads())
-    assert (threads.inbox_bound, threads.drain_batch) == (INBOX_UNMEASURED, DRAIN_BATCH)
-    threads.stop()
-    if jsonenc.accelerator is not None:  # with orjson a loop measures by encoding, exactly
-        looped = Pump(Dsn.parse("http://k@127.0.0.1:9/1"), Asyncio())
-        assert (looped.inbox_bound, looped.drain_batch) == (INBOX_UNMEASURED, DRAIN_BATCH)
-        looped.stop()
-    monkeypatch.setattr(jsonenc, "accelerator", None)
+    if accelerated:
+        pytest.importorskip("orjson")
+    else:
+        monkeypatch.setattr(jsonenc, "accelerator", None)
     runtime = Asyncio()  # no loop runs here: no worker starts, the inbox only fills
     measured: list[Envelope] = []
-    monkeypatch.setattr(runtime, "measure", lambda e: measured.append(e) or 100)
+    measure = runtime.measure
+    monkeypatch.setattr(runtime, "measure", lambda e: measured.append(e) or measure(e))
     pump = Pump(Dsn.parse("http://k@127.0.0.1:9/1"), runtime)
     try:
-        assert (pump.inbox_bound, pump.drain_batch) == (THREAD_INBOX_UNMEASURED, THREAD_DRAIN_BATCH)
-        for i in range(THREAD_INBOX_UNMEASURED + 1):
+        for i in range(INBOX_UNMEASURED + 1):
             pump.capture(Envelope.for_event({"message": f"e{i}"}))
-        assert len(pump.inbox) == THREAD_INBOX_UNMEASURED and len(measured) == 1
+        assert len(pump.inbox) == INBOX_UNMEASURED and len(measured) == 1
+        assert measured[0].items[0].payload_is_encoded  # exactly, by encoding: no estimate
         assert pump.engine.queued == 1  # the last one, measured by its caller
     finally:
         pump.stop()

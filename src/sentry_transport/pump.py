@@ -28,6 +28,10 @@ from .core.errors import ConfigurationError
 from .sending import Steps
 from .workers import Workers
 
+# A loop's or hub's turn between a flush's drains: above 0, since gevent may run a greenlet
+# that sleeps 0 again before its loop has run its timers and I/O.
+LOOP_TURN = 0.0001
+
 wall = time.time
 monotonic = time.monotonic
 
@@ -65,6 +69,9 @@ class Pump(Workers):
             if not moved:
                 break
             left -= moved
+            if left > 0 and self.runtime.cooperative:
+                # each drain encoded its JSON on the loop (see threads.LoopSizes): its turn
+                yield (self.runtime.sleep, LOOP_TURN)
         if self.inline and self.spool is not None:  # no worker of its own: a round here
             with self.lock:
                 self.admit_inbox()

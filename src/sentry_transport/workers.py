@@ -6,12 +6,11 @@ loops are generators that yield the calls they need (``(callable, *args)``: a wa
 encode, the connection's socket calls) and the runtime's runner executes them: blocking for
 threads and green threads, awaited on an event loop.
 
-Capture never waits on the workers: below ``INBOX_UNMEASURED`` envelopes (a loop or hub that
-measures in a thread: ``THREAD_INBOX_UNMEASURED``) it is a lock-free append to the inbox; past
-that (the workers are behind) the caller measures its own envelope and submits it under the
-lock, so the bounds hold from the moment of capture. A worker moves the inbox into the engine
-(measuring outside the lock), asks the engine what to do, encodes outside the lock, sends,
-and reports every result in one lock round. Logging: one warning
+Capture never waits on the workers: below ``INBOX_UNMEASURED`` envelopes it is a lock-free
+append to the inbox; past that (the workers are behind) the caller measures its own envelope
+and submits it under the lock, so the bounds hold from the moment of capture. A worker moves
+the inbox into the engine (measuring outside the lock), asks the engine what to do, encodes
+outside the lock, sends, and reports every result in one lock round. Logging: one warning
 when delivery starts failing, one info when it recovers (delivery.py), debug per request.
 """
 
@@ -44,12 +43,6 @@ from .spooler import SpoolWorker
 
 INBOX_UNMEASURED = 64  # envelopes held before they are measured, at the most
 DRAIN_BATCH = 256  # envelopes a worker moves from the inbox into the engine in one round
-# A loop or hub without orjson measures in a thread, by encoding (kept for sending): there a
-# capture's own measuring is an estimate, work thrown away (about a sixth of the encode).
-# It holds more in the inbox and drains in smaller batches, within the same bound of
-# envelopes held unmeasured (the inbox and a drain's batch: 320).
-THREAD_DRAIN_BATCH = 64
-THREAD_INBOX_UNMEASURED = INBOX_UNMEASURED + DRAIN_BATCH - THREAD_DRAIN_BATCH
 
 wall = time.time  # the engine's clock (rate limits, sent_at)
 monotonic = time.monotonic  # deadlines
@@ -84,10 +77,6 @@ class Workers(Growth, Sender):
         self.lock = self.runtime.lock()  # never held across I/O or a wait
         self.io_lock = self.runtime.lock()  # inline runtimes: one request at a time
         self.inbox: deque[Envelope] = deque()
-        if self.runtime.measures_in_thread():  # (see THREAD_DRAIN_BATCH)
-            self.inbox_bound, self.drain_batch = THREAD_INBOX_UNMEASURED, THREAD_DRAIN_BATCH
-        else:
-            self.inbox_bound, self.drain_batch = INBOX_UNMEASURED, DRAIN_BATCH
         self.workers = 0
         self.idle: list[Any] = []  # wakes of workers waiting for work
         self.watchers: list[Any] = []  # wakes of flush/close waiting for progress
@@ -114,7 +103,7 @@ class Workers(Growth, Sender):
 
     def capture(self, envelope: Envelope) -> None:
         engine, inbox = self.engine, self.inbox
-        if not self.inline and not engine.closed and len(inbox) < self.inbox_bound:
+        if not self.inline and not engine.closed and len(inbox) < INBOX_UNMEASURED:
             inbox.append(envelope)
             if self.spool is not None:  # written first, by the spool's worker
                 self.spool.kick()
@@ -285,7 +274,7 @@ class Workers(Growth, Sender):
         batch: list[Envelope] = []
         sizes: list[int] | None = None
         try:
-            while inbox and len(batch) < self.drain_batch:
+            while inbox and len(batch) < DRAIN_BATCH:
                 batch.append(inbox.popleft())
             sizes = yield (self.runtime.measure_all, batch)
         finally:

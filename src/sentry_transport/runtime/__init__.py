@@ -5,6 +5,8 @@ the pump's generators yield (``(callable, *args)``) are run by the runtime's run
 for blocking runtimes (``io.sockets.run``), awaited for event loops (``io.aio.arun``).
 
     name, inline            inline: no workers of its own (the sync transport)
+    cooperative             its workers share a thread with the application (a loop, a hub):
+                            work in steps (a flush's drains) yields between them
     attach(pump)            the pump it serves (an event loop's runtime watches its loop end)
     lock()                  a lock for decisions: never held across I/O or a wait
     wake()                  an event for one waiter: set() from any thread, clear(),
@@ -17,8 +19,6 @@ for blocking runtimes (``io.sockets.run``), awaited for event loops (``io.aio.ar
     measure(envelope)       bytes one envelope holds (called on the capturing thread)
     measure_all(envelopes)  the same for a drained batch (on a worker), or for its first
                             envelopes only (the rest goes back to the inbox)
-    measures_in_thread()    True when measure_all hops to a thread and measure estimates
-                            (a loop or hub without orjson): the inbox is shaped for it
     sleep(seconds)          (inline runtimes)
     patched()               True when the process changed under it (monkey-patched after
                             it was made; its loop closed): the pump rebuilds

@@ -4,10 +4,8 @@ The loop is the one running when the transport is made, else the first one it is
 when that loop is closed and the transport is used again, the pump rebuilds on the next one
 (``patched()`` says so). Wakes, spawns and encodes hop onto the loop from any thread. A batch
 with ``INLINE_ENCODE_BYTES`` or more of JSON to encode or bodies to compress
-(``threads.encodes_inline``) is encoded in the loop's default executor
-(with orjson its JSON was encoded on the loop already, when its size was measured: see
-``threads.loop_size``; without, a worker measures what the inbox held in the executor, by
-encoding it: ``threads.Estimates``).
+(``threads.encodes_inline``) is encoded in the loop's default executor (its JSON was encoded
+on the loop already, when its size was measured: see ``threads.LoopSizes``).
 
 End of the loop: the first worker starts an async generator whose ``finally`` runs when the
 loop shuts its async generators down (``asyncio.run`` does, after cancelling the tasks): it
@@ -29,14 +27,7 @@ from ..core.envelope import Envelope
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.aio import AsyncioStream, arun
-from .threads import (
-    Estimates,
-    Threads,
-    budgeted_sizes,
-    encoded_sizes,
-    encodes_inline,
-    loop_size,
-)
+from .threads import Threads, budgeted_sizes, encoded_size, encodes_inline
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -190,16 +181,12 @@ class Asyncio:
         except RuntimeError:  # the executor is shut down (the very end of asyncio.run)
             return fn(*args)
 
-    measure = staticmethod(loop_size)  # the caller's own envelope (see loop_size)
-
-    measures_in_thread = staticmethod(Estimates.measures_in_thread)
+    cooperative = True  # (see runtime/__init__.py)
+    measure = staticmethod(encoded_size)  # the caller's own envelope (see LoopSizes)
 
     @staticmethod
     async def measure_all(envelopes: list[Envelope]) -> list[int]:
-        """What the inbox held, as ``Estimates.measure_all`` measures it."""
-        if Asyncio.measures_in_thread():
-            sizes: list[int] = await Asyncio.offload(encoded_sizes, envelopes)
-            return sizes
+        """What the inbox held, as ``LoopSizes.measure_all`` measures it (on the loop)."""
         return budgeted_sizes(envelopes)
 
     @staticmethod

@@ -10,7 +10,7 @@ keeps the guarantees, patched process or not:
   (a green thread at home that runs what other threads hand it).
 - Lock: a real OS lock, never held across a switch. Batches with ``INLINE_ENCODE_BYTES`` or
   more of JSON to encode or bodies to compress (``threads.encodes_inline``) are encoded on the
-  process's helper thread; sizes: ``threads.Estimates``.
+  process's helper thread; sizes: ``threads.LoopSizes``.
 - TLS: the contexts of ``io/tls.py`` as eventlet's ``GreenSSLContext``.
 - Fork: the child's first pump gives the forking thread a fresh hub when the inherited one
   polls through a kernel object (epoll, kqueue) it would share with the parent.

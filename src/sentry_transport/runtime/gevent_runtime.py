@@ -12,8 +12,8 @@ server, a ``gevent.sleep``, a join, or this transport's ``flush``/``close``).
   (whose ``send()`` is thread-safe); a thread without a hub blocks on an OS lock.
 - Batches with ``INLINE_ENCODE_BYTES`` or more of JSON to encode or bodies to compress
   (``threads.encodes_inline``) are encoded in the home hub's threadpool, so the hub keeps
-  running; sizes: ``threads.Estimates`` (with orjson the JSON is encoded on the hub when it
-  is measured, which costs less than estimating it).
+  running; sizes: ``threads.LoopSizes`` (the JSON is encoded on the hub when it is measured:
+  the standard library's encoder holds the GIL, which a thread would not free the hub of).
 - Sockets come from ``gevent.socket``; TLS contexts are configured by ``io/tls.py`` and made
   gevent contexts (whose sockets are cooperative, patched or not).
 - Fork: gevent's ``os.fork`` re-initialises the hub in the child; after a plain ``os.fork``

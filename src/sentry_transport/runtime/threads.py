@@ -56,31 +56,11 @@ def encoded_size(envelope: Envelope) -> int:
     return size
 
 
-def loop_size(envelope: Envelope) -> int:
-    """Bytes an envelope holds, for event loops and hubs, where encoding a large event with
-    the standard library's JSON would stall everything else: a bounded estimate of the JSON
-    not yet encoded. With orjson (the fast extra) the exact size, encoded (done once: sending
-    reuses it), which costs less than the estimate for all but huge events (about 1.4 us
-    against 38 for a 1 KB event, 49 against 145 for 100 KB; the estimate's cost is bounded,
-    encoding's is not: a 7 MB event takes about 14 ms)."""
-    if jsonenc.accelerator is not None:
-        return encoded_size(envelope)
-    return estimated_size(envelope)
-
-
-def encoded_sizes(envelopes: list[Envelope]) -> list[int]:
-    """``encoded_size`` of each: a loop's or hub's drain without orjson, in a thread. All of
-    the batch, not a part as ``Threads.measure_all``: each part would be a hop to a thread
-    and back, which cost the asyncio loop more than the overlap gained (1.2x CPU per 100 KB
-    event)."""
-    return [encoded_size(envelope) for envelope in envelopes]
-
-
-def estimated_size(envelope: Envelope) -> int:
-    return sum(item.size_hint() for item in envelope.items)
-
-
-LOOP_ENCODE_BUDGET = 256 * 1024  # JSON bytes one measure_all encodes on a loop, at most
+LOOP_ENCODE_BUDGET = 256 * 1024  # JSON bytes one drain encodes on a loop with orjson, at most
+# ... and with the standard library's JSON, over 10x slower (`bench/compression.py`: 0.87 ms
+# against 0.06 for a 128 KB event): a drain holds the loop for about 0.4 ms at most (or for
+# one envelope, however large: the encoder cannot be stopped half-way).
+LOOP_STDLIB_BUDGET = 64 * 1024
 # JSON bytes a thread runtime's drain encodes before what it measured goes to the engine:
 # the rest waits for the next drain (a peer's, while this worker sends). Without it, a drain
 # of 256 large events encoded ~150 ms of JSON while no worker had anything to compress (the
@@ -88,35 +68,41 @@ LOOP_ENCODE_BUDGET = 256 * 1024  # JSON bytes one measure_all encodes on a loop,
 DRAIN_BYTES = 256 * 1024
 
 
-class Estimates:
-    """``measure``/``measure_all`` for a loop's or hub's runtime: a capture measures its own
-    envelope by ``loop_size``. A worker measuring what the inbox held encodes it: with
-    orjson on the loop, the first envelopes up to ``LOOP_ENCODE_BUDGET`` of JSON (so that a
-    drain of many large events does not stall the loop), the rest going back to the inbox
-    for the next drain, as a thread runtime's ``DRAIN_BYTES`` do (estimating them instead
-    cost more than encoding: 108 us against 70 for a 100 KB event, and then the encode all
-    the same); without orjson in a thread (``offload``), all of it:
-    the JSON is encoded once, there, where estimating it would have cost the loop more than
-    encoding it (27 us for a 1 KB event against 14, 107 against 700 for 100 KB, and then
-    the encode all the same)."""
+class LoopSizes:
+    """``measure``/``measure_all`` for a loop's or hub's runtime: by encoding, on the loop,
+    with either encoder. A capture measures its own envelope (``encoded_size``); a worker
+    measures what the inbox held, the first envelopes up to the loop's budget of JSON
+    (``budgeted_sizes``), the rest going back to the inbox for the next drain, as a thread
+    runtime's ``DRAIN_BYTES`` do. The JSON is encoded once: sending reuses it.
 
-    offload: Callable[..., Any]
-    measure = staticmethod(loop_size)  # the caller's own envelope
+    Not in a thread, not estimated, even with the standard library's JSON: its encoder
+    holds the GIL from start to end, so a thread encoding it stalls the loop as long as the
+    loop encoding it would (`bench/loop_stall.py`: a 5.6 MB event's JSON, 100-120 ms to
+    encode, held the loop for 115 ms from the executor, 100 ms on the loop; zlib of it in
+    the executor, 1.4 ms), and the hop and the estimate cost more than they freed: 48-56 us
+    of client CPU per small event without orjson, against 25-30 on the loop. Estimating
+    first cost more than encoding (27 us for a 1 KB event against 14; 108 against 70 with
+    orjson for 100 KB), and the encode came all the same. Compression, which zlib does
+    without the GIL, still goes to a thread when a batch holds enough of it
+    (``encodes_inline``); a flush that drains on the loop gives it a turn between drains
+    (``pump.LOOP_TURN``)."""
 
-    def measure_all(self, envelopes: list[Envelope]) -> Any:
-        if self.measures_in_thread():
-            return self.offload(encoded_sizes, envelopes)
-        return budgeted_sizes(envelopes)
+    cooperative = True  # (see runtime/__init__.py)
+    measure = staticmethod(encoded_size)  # the caller's own envelope
 
     @staticmethod
-    def measures_in_thread() -> bool:
-        """Whether ``measure_all`` runs in a thread (and a capture's ``measure`` estimates)."""
-        return jsonenc.accelerator is None
+    def measure_all(envelopes: list[Envelope]) -> list[int]:
+        return budgeted_sizes(envelopes)
+
+
+def loop_budget() -> int:
+    """JSON bytes one drain encodes on a loop (see ``LOOP_STDLIB_BUDGET``)."""
+    return LOOP_ENCODE_BUDGET if jsonenc.accelerator is not None else LOOP_STDLIB_BUDGET
 
 
 def budgeted_sizes(envelopes: list[Envelope]) -> list[int]:
-    """Sizes on a loop with orjson: ``encoded_prefix`` up to ``LOOP_ENCODE_BUDGET``."""
-    return encoded_prefix(envelopes, LOOP_ENCODE_BUDGET)
+    """Sizes on a loop: ``encoded_prefix`` up to ``loop_budget()``."""
+    return encoded_prefix(envelopes, loop_budget())
 
 
 def encoded_prefix(envelopes: list[Envelope], budget: int) -> list[int]:
@@ -133,10 +119,12 @@ def encoded_prefix(envelopes: list[Envelope], budget: int) -> list[int]:
     return sizes
 
 
-class Hub(Estimates):
-    """What a hub's runtime (gevent, eventlet) does alike: sizes as ``Estimates`` has them,
+class Hub(LoopSizes):
+    """What a hub's runtime (gevent, eventlet) does alike: sizes as ``LoopSizes`` has them,
     and batches of ``INLINE_ENCODE_BYTES`` or more of slow work encoded through its ``offload``
     (off the hub), the others right there (cheaper than the hop; see ``encodes_inline``)."""
+
+    offload: Callable[..., Any]
 
     def encode(
         self, encode: Callable[[Attempt, float], None], attempts: list[Attempt], now: float
@@ -193,6 +181,7 @@ def _open(gate: Any) -> None:
 class Threads:
     name = "threads"
     inline = False  # workers of its own (the sync runtime sends on the caller's thread)
+    cooperative = False  # a worker's or a flush's long work holds only its own thread
     run = staticmethod(run)  # how a blocking caller runs the pump's generators
 
     def __init__(self) -> None:
@@ -244,11 +233,6 @@ class Threads:
         return fn(*args)
 
     measure = staticmethod(encoded_size)  # (a worker, or the caller for its own envelope)
-
-    @staticmethod
-    def measures_in_thread() -> bool:
-        """A worker measures on its own thread, as a capture does: no hop, no estimate."""
-        return False
 
     @staticmethod
     def measure_all(envelopes: list[Envelope]) -> list[int]:

@@ -8,8 +8,8 @@ spawns and aborts made off the reactor's thread hop onto it (``callFromThread``;
 the reactor starts they wait in its queue and run when it does). A batch with
 ``INLINE_ENCODE_BYTES`` or more of JSON to encode or bodies to compress
 (``threads.encodes_inline``) is encoded in the reactor's thread pool, so
-the reactor never stalls on it (with orjson its JSON was encoded when its size was measured:
-``threads.Estimates``).
+the reactor never stalls on it (its JSON was encoded when its size was measured:
+``threads.LoopSizes``).
 
 End of the reactor: the first worker registers a "before shutdown" trigger that closes the
 pump within ``shutdown_timeout`` (the reactor waits for it), so a program that stops the
@@ -37,7 +37,7 @@ from ..core.errors import MissingDependencyError
 from ..core.options import TransportOptions
 from ..io import tls
 from ..io.sockets import run
-from .threads import Estimates, Threads, encodes_inline
+from .threads import LoopSizes, Threads, encodes_inline
 
 try:
     from twisted.internet.defer import Deferred, maybeDeferred
@@ -127,7 +127,7 @@ class ReactorWake:
             waiter.callback(False)
 
 
-class Twisted(Estimates):
+class Twisted(LoopSizes):
     name = "twisted"
     inline = False
 

@@ -145,12 +145,13 @@ def test_the_loop_stays_free_while_large_events_go_out(
     assert worst < 0.02, worst
 
 
-def test_captures_while_a_worker_waits_for_its_encode_in_a_thread_never_stall_the_loop(
+def test_captures_while_workers_wait_for_compression_in_a_thread_keep_the_loop_running(
     sentry_sink: Sink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A worker whose batch is compressed in a thread waits for it: captures keep the inbox
-    filled meanwhile, and a second worker finds it so. It must wait, not go round without
-    yielding (which kept the loop from ever finishing the first one's round)."""
+    """Workers whose batches are compressed in a thread (slowed here) wait for it while
+    captures keep coming: the loop runs on, the flush ends in time, nothing is lost. (That a
+    worker does not go round while a peer drains is test_workers'
+    test_a_worker_waits_while_another_measures_what_it_took_from_the_inbox.)"""
     from sentry_transport.core import jsonenc
     from sentry_transport.runtime.aio import Asyncio
 

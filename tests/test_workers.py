@@ -239,17 +239,6 @@ def test_a_loop_measures_by_encoding_with_orjson_up_to_a_budget_and_leaves_the_r
     assert threads.LoopSizes.measure(small) == len(small.items[0].payload)  # the caller's own
 
 
-class Offloading(LoopSizes):
-    """A loop's runtime whose offload runs the work here, and notes it."""
-
-    def __init__(self) -> None:
-        self.offloaded: list[Any] = []
-
-    def offload(self, fn: Any, *args: Any) -> Any:
-        self.offloaded.append(fn)
-        return fn(*args)
-
-
 def test_without_orjson_a_loop_measures_on_the_loop_by_encoding_up_to_a_smaller_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -264,9 +253,8 @@ def test_without_orjson_a_loop_measures_on_the_loop_by_encoding_up_to_a_smaller_
     assert threads.loop_budget() == threads.LOOP_STDLIB_BUDGET == 64 * 1024
     blob = "x" * 30_000
     drained = [Envelope.for_event({"message": "m", "extra": {"blob": blob}}) for _ in range(4)]
-    runtime = Offloading()
+    runtime = LoopSizes()
     sizes = runtime.measure_all(drained)
-    assert runtime.offloaded == []  # no hop to a thread
     encoded = [envelope.items[0].payload_is_encoded for envelope in drained]
     assert encoded == [True, True, True, False]  # 3 x 30 KB reach the 64 KiB budget
     assert sizes == [len(envelope.items[0].payload) for envelope in drained[:3]]
@@ -355,10 +343,11 @@ def test_a_thread_wake_behaves_as_an_event_for_its_waiter() -> None:
 
 
 def test_a_worker_waits_while_another_measures_what_it_took_from_the_inbox(pump: Pump) -> None:
-    """Captured while a peer measures what it took (a loop's or hub's measure_all waits for a
-    thread): the inbox is not empty, yet nothing is for this worker to take. It waits to be
-    woken instead of going round again: on an event loop or a hub, going round without
-    yielding would never let the peer's measuring finish (the loop stalled for good)."""
+    """Captured while a peer measures what it took (on another thread: a thread runtime's
+    worker, a flush called from another OS thread): the inbox is not empty, yet nothing is
+    for this worker to take. It waits to be woken instead of going round again: going round
+    without yielding would spin, and on an event loop or a hub whose measuring could wait
+    (it once waited for a thread) it stalled the loop for good."""
     from sentry_transport import Envelope
 
     pump.inbox.append(Envelope.for_event({"message": "captured meanwhile"}))

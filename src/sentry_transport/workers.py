@@ -218,9 +218,9 @@ class Workers(Growth, Sender):
                 for watcher in watchers:
                     watcher.set()
                 # Counted idle first, then looked: no capture is missed. What a peer is
-                # draining meanwhile is not for this worker: going round would never yield
-                # (on a loop or a hub, the peer's measuring could then never finish), and the
-                # peer wakes an idle worker when it is done if the inbox still holds more.
+                # draining meanwhile (on another thread) is not for this worker: going round
+                # would spin without yielding, and the peer wakes an idle worker when it is
+                # done if the inbox still holds more.
                 if self.undrained():
                     continue
                 timeout = max(0.0, action.until - wall()) if isinstance(action, Wait) else None

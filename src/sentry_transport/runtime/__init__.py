@@ -19,7 +19,8 @@ for blocking runtimes (``io.sockets.run``), awaited for event loops (``io.aio.ar
     measure(envelope)       bytes one envelope holds (called on the capturing thread)
     measure_all(envelopes)  the same for a drained batch (on a worker), or for its first
                             envelopes only (the rest goes back to the inbox)
-    sleep(seconds)          (inline runtimes)
+    sleep(seconds)          a pause (inline runtimes, the spool; on a cooperative runtime, a
+                            flush's turn for the loop between its drains)
     patched()               True when the process changed under it (monkey-patched after
                             it was made; its loop closed): the pump rebuilds
     after_fork()            drop what a forked child cannot use

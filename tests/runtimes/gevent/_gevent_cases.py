@@ -118,7 +118,7 @@ def test_hub_stays_free_while_big_events_go_out(
     # Held by the transport: 6-10 ms here with orjson, 7-17 ms without (when a thread
     # encoded the JSON: 15-27 ms, the hub waiting for the GIL; the flush's drains on the hub
     # without a turn between them: 60-80 ms).
-    assert len(gaps) > 20 and max(gaps) < (0.05 if json == "orjson" else 0.08), max(gaps)
+    assert len(gaps) > 20 and max(gaps) < 0.05, max(gaps)
 
 
 def test_program_end_without_close_delivers(sentry_sink: Sink) -> None:

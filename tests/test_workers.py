@@ -397,19 +397,22 @@ def test_a_loop_holds_as_many_unmeasured_as_threads_with_either_encoder(
         pytest.importorskip("orjson")
     else:
         monkeypatch.setattr(jsonenc, "accelerator", None)
-    runtime = Asyncio()  # no loop runs here: no worker starts, the inbox only fills
-    measured: list[Envelope] = []
-    measure = runtime.measure
-    monkeypatch.setattr(runtime, "measure", lambda e: measured.append(e) or measure(e))
-    pump = Pump(Dsn.parse("http://k@127.0.0.1:9/1"), runtime)
-    try:
-        for i in range(INBOX_UNMEASURED + 1):
-            pump.capture(Envelope.for_event({"message": f"e{i}"}))
-        assert len(pump.inbox) == INBOX_UNMEASURED and len(measured) == 1
-        assert measured[0].items[0].payload_is_encoded  # exactly, by encoding: no estimate
-        assert pump.engine.queued == 1  # the last one, measured by its caller
-    finally:
-        pump.stop()
+    for runtime in (Asyncio(), Threads()):  # (no loop runs here: no asyncio worker starts)
+        measured: list[Envelope] = []
+        measure = runtime.measure
+        monkeypatch.setattr(
+            runtime, "measure", lambda e, seen=measured, real=measure: seen.append(e) or real(e)
+        )
+        pump = Pump(Dsn.parse("http://k@127.0.0.1:9/1"), runtime)
+        pump._spawn = lambda: None  # type: ignore[method-assign]  # no thread drains either
+        try:
+            for i in range(INBOX_UNMEASURED + 1):
+                pump.capture(Envelope.for_event({"message": f"e{i}"}))
+            assert len(pump.inbox) == INBOX_UNMEASURED and len(measured) == 1, runtime
+            assert measured[0].items[0].payload_is_encoded  # exactly, by encoding: no estimate
+            assert pump.engine.queued == 1  # the last one, measured by its caller
+        finally:
+            pump.stop()
 
 
 def test_a_thread_drain_hands_each_256_kib_of_json_to_the_engine_and_leaves_the_rest(

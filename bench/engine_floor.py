@@ -9,6 +9,10 @@ take a batch (``next_action``, ``MAX_BATCH`` at a time, as a worker does), encod
 comes on top of it. Medians over ``--repeats`` rounds, fresh envelopes each round.
 
     .venv/bin/python bench/engine_floor.py [--count 3000] [--repeats 9] [--baseline DIR/src]
+        [--plain]
+
+``--plain`` runs the children as if the fast extra were not installed (orjson, isal and
+zstandard made unimportable): the standard library's JSON and zlib.
 
 ``--baseline`` runs the same stages with an older ``src/`` (``git worktree add``) in a child
 process, for an A/B in one run. The numbers are µs of wall time in one thread on an otherwise
@@ -100,15 +104,24 @@ def rounds(count: int, repeats: int) -> dict[str, list[float]]:
     return out
 
 
-def child_main(count: int, repeats: int) -> None:
+WITHOUT_FAST = ("orjson", "isal", "zstandard")  # what the fast extra installs
+
+
+def child_main(count: int, repeats: int, plain: bool = False) -> None:
+    if plain:
+        from sentry_transport.core import jsonenc
+
+        if jsonenc.accelerator is not None:
+            raise SystemExit("orjson was imported although it was blocked")
     print(json.dumps(rounds(count, repeats)))
 
 
-def run_child(src: str, count: int, repeats: int) -> dict[str, list[float]]:
+def run_child(src: str, count: int, repeats: int, plain: bool = False) -> dict[str, list[float]]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, str(HERE)]))
+    block = "".join(f"sys.modules[{name!r}] = None; " for name in WITHOUT_FAST) if plain else ""
     code = (
-        "import sys; sys.argv[:] = ['engine_floor']; import engine_floor; "
-        f"engine_floor.child_main({count}, {repeats})"
+        f"import sys; {block}sys.argv[:] = ['engine_floor']; import engine_floor; "
+        f"engine_floor.child_main({count}, {repeats}, {plain})"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
@@ -124,6 +137,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--baseline", help="an older src/ directory, run side by side")
+    parser.add_argument("--plain", action="store_true", help="without the fast extra")
     args = parser.parse_args()
     peers = {"now": str(HERE.parent / "src")}
     if args.baseline:
@@ -132,11 +146,15 @@ def main() -> None:
     results: dict[str, dict[str, list[float]]] = {name: {} for name in peers}
     for turn in range(-(-args.repeats // ROUNDS_PER_CHILD)):
         for name, src in sorted(peers.items(), reverse=bool(turn % 2)):  # who goes first alternates
-            got = run_child(src, args.count, ROUNDS_PER_CHILD)
+            got = run_child(src, args.count, ROUNDS_PER_CHILD, args.plain)
             for stage, values in got.items():
                 results[name].setdefault(stage, []).extend(values)
     names = list(peers)
-    print(f"µs per small envelope (median of {args.repeats} rounds of {args.count}), one thread")
+    codec = "the standard library's JSON" if args.plain else "orjson if installed"
+    print(
+        f"µs per small envelope (median of {args.repeats} rounds of {args.count}), one thread, "
+        f"{codec}"
+    )
     print(f"{'stage':8} | " + " | ".join(f"{name:>8}" for name in names))
     for stage in (*STAGES, "total"):
         row = [statistics.median(results[name][stage]) for name in names]

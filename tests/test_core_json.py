@@ -246,6 +246,38 @@ def test_property_same_json_with_and_without_orjson(value: Any) -> None:
 
 @PROPERTY
 @given(VALUES)
+def test_property_the_encoder_made_once_writes_what_json_encoder_writes(value: Any) -> None:
+    """The standard-library path calls CPython's C encoder, made once, where JSONEncoder
+    makes one per call: the same bytes, or the same error, as JSONEncoder with its settings."""
+    assert jsonenc._C_ENCODER is not None  # CPython: the path under test is taken
+    slow = jsonenc._ENCODER
+    expected: Any
+    try:
+        expected = slow.encode(value).encode("utf-8")
+    except ValueError:  # NaN or infinity: both paths then write the value made finite
+        expected = slow.encode(jsonenc._finite(value)).encode("utf-8")
+    except Exception as exc:  # the error itself is what is compared
+        expected = type(exc)
+    got: Any
+    try:
+        got = jsonenc.stdlib_dumps(value)
+    except Exception as exc:
+        got = type(exc)
+    assert got == expected
+
+
+def test_without_the_c_encoder_the_standard_library_path_writes_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    value = {"a": [1, 1.5, math.nan, None, True, "\u00e9"], 2: (WHEN, ID, Color.RED)}
+    made_once = jsonenc.stdlib_dumps(value)
+    monkeypatch.setattr(jsonenc, "_C_ENCODER", None)
+    assert jsonenc.stdlib_dumps(value) == made_once
+    assert strict_loads(made_once)["a"][2] is None
+
+
+@PROPERTY
+@given(VALUES)
 def test_property_json_values_round_trip(value: Any) -> None:
     assert strict_loads(jsonenc.dumps(value)) == _expected(value)
 

@@ -18,7 +18,8 @@ from sentry_transport.core.errors import HttpProtocolError
 # Each list starts with what servers usually send; the rest are unusual or wrong, drawn one
 # time in five (``_mostly``). Each of eight one-line slips tried in quick_response (a second
 # Content-Length, 204's empty body, the reason's spaces, Transfer-Encoding, a second
-# Connection, the body's end, a four-digit status, a header name's spaces) fails here.
+# Connection, the body's end, a four-digit status, a header name's spaces) fails here. Line
+# ends are CRLF, or now and then a bare LF (which the parser reads as a line end too).
 _VERSIONS = ["HTTP/1.1", "HTTP/1.0", "HTTP/1.2", "HTTP/2", "http/1.1", "HTTP/1.1 "]
 _STATUSES = ["200", "202", "204", "429", "304", "100", "101", "199", "500", "0200", "2000", "2x0"]
 _REASONS = [" OK", "", " Too Many Requests", "  spaced", " \xe9t\xe9"]
@@ -44,7 +45,10 @@ def answers(draw: st.DrawFn) -> bytes:
     status = draw(_mostly(_VERSIONS, 2)) + " " + draw(_mostly(_STATUSES, 4))
     status += draw(_mostly(_REASONS, 3))
     lines = [status, *draw(st.lists(_line, max_size=4))]
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    # CRLF line ends, as servers send them, or (one time in five) bare LFs in some places
+    ends = [draw(_mostly(["\r\n", "\n"], 1)) for _ in range(len(lines) + 1)]
+    data = "".join(line + end for line, end in zip(lines, ends, strict=False))
+    data = (data + ends[-1]).encode("latin-1")
     data += draw(st.binary(max_size=8))  # a body, its end, the next answer's start...
     if draw(st.booleans()):
         data += b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"

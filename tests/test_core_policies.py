@@ -685,14 +685,67 @@ def test_status_line_without_reason() -> None:
     assert (response.status, response.reason, response.body) == (204, "", b"")
 
 
-def test_chunked() -> None:
-    data = (
+@pytest.mark.parametrize(
+    "data",
+    [
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n"
-    )
+        b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        # the framing's lines ended with bare LFs (but one), as the head's may be
+        b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n"
+        b"5\nhello\n7;ext=1\r\n, world\n0\nX-Trailer: 1\n\n",
+    ],
+)
+def test_chunked(data: bytes) -> None:
     response = both_ways(data)
     assert response.body == b"hello, world"
     assert response.keep_alive
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n\n", b"\n\r\n"])
+def test_a_head_whose_lines_end_with_a_bare_lf_is_read(ending: bytes) -> None:
+    """RFC 9112 section 2.2: a recipient may read a bare LF as a line end (http.client
+    does, so requests and urllib3 read such a server's answers): so do we, never the quick
+    read, which leaves any head that is not CRLF throughout to the parser."""
+    data = b"HTTP/1.1 429 Too Many\nRetry-After: 9\r\nContent-Length: 2" + ending
+    data += b"" if ending != b"\n" else b"\n"  # (a lone b"\n" ends the last line only)
+    data += b"{}"
+    response = both_ways(data)
+    assert (response.status, response.reason, response.body) == (429, "Too Many", b"{}")
+    assert response.headers == (("Retry-After", "9"), ("Content-Length", "2"))
+    assert http11.quick_response(data) is None
+
+
+def test_a_bare_lf_answer_before_a_crlf_one_is_two_answers() -> None:
+    """Pipelined: the first answer's head ends at its own empty line, not at the next
+    answer's CRLF one (which read them as one answer, with the second one's headers)."""
+    first = b"HTTP/1.1 200 OK\nContent-Length: 2\n\n{}"
+    second = b"HTTP/1.1 429 Too Many\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n"
+    assert http11.quick_response(first + second) is None  # the parser reads the first
+    parser = http11.ResponseParser()
+    response = parser.feed(first + second)
+    assert response is not None
+    assert (response.status, response.reason, response.header("retry-after")) == (200, "OK", None)
+    assert parser.rest() == second
+    assert http11.quick_response(parser.rest()) == (
+        http11.ResponseParser().feed(second),
+        b"",
+    )
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\rContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\r\n\r\n",
+    ],
+)
+def test_a_bare_cr_in_a_head_is_a_protocol_error(head: bytes) -> None:
+    assert http11.quick_response(head) is None
+    with pytest.raises(HttpProtocolError, match="bare CR"):
+        http11.ResponseParser().feed(head)
+    with pytest.raises(HttpProtocolError, match="bare CR"):
+        feed_bytewise(head)
 
 
 def test_chunked_wins_over_content_length() -> None:

@@ -5,6 +5,10 @@ they receive to ``ResponseParser.feed`` until it returns a ``Response``; ``eof()
 body delimited by the connection closing. Bodies are read but kept only up to
 ``MAX_KEPT_BODY`` (the server's answer is not needed beyond that); headers are bounded so a
 hostile server cannot make a worker buffer without end.
+
+Lines end with CRLF; a bare LF is read as a line end too (RFC 9112 section 2.2 lets a
+recipient do so, and http.client, hence requests and urllib3, does), in the head and in a
+chunked body's framing. A CR anywhere else in the head is refused (HttpProtocolError).
 """
 
 from __future__ import annotations
@@ -37,6 +41,41 @@ class Response(NamedTuple):
 
 
 _new_response = tuple.__new__
+
+
+def _head_end(data: bytes | bytearray) -> tuple[int, int]:
+    """(where the head ends, where what follows it starts): the first empty line, whether
+    lines end with CRLF or a bare LF; (-1, -1) while there is none yet."""
+    end = data.find(b"\n")
+    while end >= 0:
+        after = data[end + 1 : end + 3]
+        if after[:1] == b"\n" or after == b"\r\n":
+            start = end + (2 if after[:1] == b"\n" else 3)
+            return (end - 1 if data[end - 1 : end] == b"\r" else end), start
+        end = data.find(b"\n", end + 1)
+    return -1, -1
+
+
+def _head_lines(head: str) -> list[str]:
+    """The lines of a head (``_head_end``'s, the last line's end taken off already), each
+    without its CRLF or LF."""
+    lines = head.split("\n")
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        if i < last and line.endswith("\r"):
+            line = lines[i] = line[:-1]
+        if "\r" in line:
+            raise HttpProtocolError(f"a bare CR in the response head: {line[:80]!r}")
+    return lines
+
+
+def _line_end(data: bytes | bytearray) -> tuple[int, int]:
+    """(where the first line ends without its CRLF or LF, where the next begins), or
+    (-1, -1) while there is no line end yet."""
+    end = data.find(b"\n")
+    if end < 0:
+        return -1, -1
+    return (end - 1 if data[end - 1 : end] == b"\r" else end), end + 1
 
 
 class StaleConnection(ConnectionError):
@@ -84,6 +123,8 @@ def quick_response(data: bytes, memo: HeadMemo | None = None) -> tuple[Response,
         if end < 0 or end > MAX_HEAD:
             return None
         head = data[:end]
+        if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\n"):
+            return None  # a bare LF or CR: the parser reads it (a bare LF may end a head sooner)
         parsed = _quick_head(head)
         if memo is not None:
             memo.head, memo.parsed = head, parsed
@@ -207,14 +248,14 @@ class ResponseParser:
 
     def _parse_head(self) -> bool:
         while True:
-            end = self._buffer.find(b"\r\n\r\n")
+            end, start = _head_end(self._buffer)
             if end < 0 or end > MAX_HEAD:
                 if len(self._buffer) > MAX_HEAD:
                     raise HttpProtocolError(f"response headers over {MAX_HEAD} bytes")
                 return False
             head = bytes(self._buffer[:end]).decode("latin-1")
-            del self._buffer[: end + 4]
-            lines = head.split("\r\n")
+            del self._buffer[:start]
+            lines = _head_lines(head)
             parts = lines[0].split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _digits(parts[1]):
                 raise HttpProtocolError(f"malformed status line {lines[0][:80]!r}")
@@ -263,13 +304,13 @@ class ResponseParser:
     def _parse_chunks(self) -> bool:
         while True:
             if self._chunk_state == "size":
-                end = self._buffer.find(b"\r\n")
-                if end < 0:
-                    if len(self._buffer) > 1024:
+                end, start = _line_end(self._buffer)
+                if end < 0 or end > 1024:
+                    if end > 1024 or len(self._buffer) > 1024:
                         raise HttpProtocolError("chunk size line too long")
                     return False
                 line = bytes(self._buffer[:end]).split(b";", 1)[0].strip()
-                del self._buffer[: end + 2]
+                del self._buffer[:start]
                 if not line or len(line) > 16 or line.strip(b"0123456789abcdefABCDEF"):
                     raise HttpProtocolError(f"bad chunk size {line[:20]!r}")
                 size = int(line, 16)
@@ -288,19 +329,20 @@ class ResponseParser:
                 if self._remaining:
                     return False
                 self._chunk_state = "crlf"
-            elif self._chunk_state == "crlf":
-                if len(self._buffer) < 2:
+            elif self._chunk_state == "crlf":  # (or a bare LF)
+                ending = b"\n" if self._buffer[:1] == b"\n" else b"\r\n"
+                if len(self._buffer) < len(ending):
                     return False
-                if self._buffer[:2] != b"\r\n":
+                if self._buffer[: len(ending)] != ending:
                     raise HttpProtocolError("missing CRLF after chunk data")
-                del self._buffer[:2]
+                del self._buffer[: len(ending)]
                 self._chunk_state = "size"
             else:  # trailer: lines until an empty one
-                end = self._buffer.find(b"\r\n")
+                end, start = _line_end(self._buffer)
                 if end < 0:
                     if len(self._buffer) > MAX_HEAD:
                         raise HttpProtocolError("chunked trailer too long")
                     return False
-                del self._buffer[: end + 2]
+                del self._buffer[:start]
                 if end == 0:
                     return True

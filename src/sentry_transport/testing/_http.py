@@ -185,7 +185,9 @@ def _render(
     body: bytes,
     close: bool = False,
     head_only: bool = False,
+    line_end: str = "\r\n",
 ) -> bytes:
+    """An answer's bytes; ``line_end``: CRLF, or a bare LF (as a sloppy server writes it)."""
     lines = [f"HTTP/1.1 {status} {_reason(status)}"]
     for name, value in headers:
         if name.lower() not in ("content-length", "connection", "transfer-encoding"):
@@ -196,7 +198,8 @@ def _render(
         lines.append(f"Content-Length: {len(body)}")
     if close:
         lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else body)
+    head = line_end.join(lines) + line_end * 2
+    return head.encode("latin-1") + (b"" if head_only else body)
 
 
 def _detail(message: str) -> bytes:

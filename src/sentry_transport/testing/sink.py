@@ -15,6 +15,8 @@ out their latency: each answer is due ``latency`` (+ its delay) after its own re
 read, and answers go out in request order, each behaviour after the one before it.
 ``answers_per_connection`` (0: no limit) closes a connection after that many answers,
 without saying so in the last one (a server that does not pipeline may drop the rest).
+``line_end`` is what ends the lines of the answers' heads: CRLF, or ``"\n"`` for a server
+that writes bare LFs (RFC 9112 lets a client read those as line ends).
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class Sink(_Recorder):
         self.max_decompressed = max_decompressed
         self._envelope_path = f"/api/{project_id}/envelope/"
         self.answers_per_connection = 0  # close a connection after this many answers (0: never)
+        self.line_end = "\r\n"  # of the answers' heads: "\n" for a server writing bare LFs
         self._most_in_flight = 0
         self._unasked_written = 0
         self._decoder: ThreadPoolExecutor | None = None  # made by the loop when first needed
@@ -364,7 +367,8 @@ class Sink(_Recorder):
         accepted = envelope if 200 <= status < 300 else None
         self._finish(slot, status, accepted)  # recorded before the client can see the answer
         try:
-            writer.write(_render(status, headers, body, close, head.method == "HEAD"))
+            answer = _render(status, headers, body, close, head.method == "HEAD", self.line_end)
+            writer.write(answer)
             if writer.transport.get_write_buffer_size():
                 await asyncio.wait_for(writer.drain(), _WRITE_TIMEOUT)
         except (ConnectionError, asyncio.TimeoutError) as exc:

@@ -50,6 +50,7 @@ from .network import (
 from .pipelining import (
     test_a_server_answering_one_request_per_connection,
     test_a_server_closing_after_some_answers_gets_the_rest_again,
+    test_a_server_ending_its_lines_with_a_bare_lf_is_understood,
     test_a_server_misbehaving_at_random_keeps_the_books_exact,
     test_a_slow_server_gets_many_requests_in_flight_on_a_few_connections,
     test_a_stall_mid_pipeline_is_one_failure_and_the_rest_go_again,
@@ -79,6 +80,7 @@ __all__ = [
     "Traits",
     "ca",
     "test_a_server_answering_one_request_per_connection",
+    "test_a_server_ending_its_lines_with_a_bare_lf_is_understood",
     "test_an_answer_nobody_asked_for_is_no_answer_to_the_next_request",
     "test_a_server_closing_after_some_answers_gets_the_rest_again",
     "test_a_server_misbehaving_at_random_keeps_the_books_exact",

@@ -11,7 +11,7 @@ import pytest
 
 from .._record import Behaviour, Close, Hang, Reset, Respond
 from ..sink import Sink
-from ._base import Make, Traits, check_accounting, event, sink_events
+from ._base import Make, Traits, check_accounting, event, sink_events, transaction
 
 pytestmark = pytest.mark.network
 
@@ -87,6 +87,24 @@ def test_a_stall_mid_pipeline_is_one_failure_and_the_rest_go_again(make: Make, s
 
 
 _STRAY = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_a_server_ending_its_lines_with_a_bare_lf_is_understood(make: Make, sink: Sink) -> None:
+    # Answers whose head lines end with LF alone, pipelined or not: each is read as its own
+    # answer, headers included (the rate limit on the first one holds back what follows).
+    sink.line_end = "\n"
+    sink.script(Respond(200, headers={"X-Sentry-Rate-Limits": "60:transaction:organization"}))
+    transport = make(sink.dsn)
+    transport.capture_envelope(event("first"))
+    assert transport.flush(5)
+    sent = _burst(transport, "lf")
+    transport.capture_envelope(transaction("held-back", spans=2))
+    assert transport.flush(10)
+    stats = check_accounting(transport, sink)
+    assert sorted(sink_events(sink)) == sorted(["first", *sent])
+    # (a transaction with 2 spans: 3 spans lost, its own counted too, as Sentry counts them)
+    assert stats["lost"] == {"ratelimit_backoff": {"transaction": 1, "span": 3}}, stats
+    assert stats["network_errors"] == 0 and transport.is_healthy(), stats
 
 
 @pytest.mark.parametrize("burst", [1, 8])

@@ -865,6 +865,60 @@ def test_headers_just_under_the_bound_are_fine() -> None:
     assert response is not None and response.status == 204
 
 
+def test_a_head_in_small_pieces_is_searched_on_from_where_the_last_search_ended() -> None:
+    """A head trickled in byte by byte is not searched again from its start on every piece
+    (a server could make that cost seconds of CPU with a long head): the search goes on
+    from the last two bytes seen, and still finds an empty line split between pieces."""
+    parser = http11.ResponseParser()
+    head = b"HTTP/1.1 200 OK\r\n" + b"X-A: b\n" * 1000 + b"Content-Length: 0\r"
+    for i in range(len(head)):
+        assert parser.feed(head[i : i + 1]) is None
+        assert parser._scanned == max(0, i + 1 - 2)
+    assert parser.feed(b"\n") is None
+    response = parser.feed(b"\r\n")
+    assert response is not None and len(response.headers) == 1001
+
+
+@pytest.mark.parametrize("ending", [b"\r\n\r\n", b"\n\n", b"\r\n\n", b"\n\r\n"])
+def test_a_head_of_max_head_bytes_is_read_whole_or_in_pieces(ending: bytes) -> None:
+    start = b"HTTP/1.1 204 No Content\r\nX-Big: "
+    head = start + b"a" * (http11.MAX_HEAD - len(start)) + ending
+    assert both_ways(head).status == 204
+    with pytest.raises(HttpProtocolError, match="headers"):
+        http11.ResponseParser().feed(head[: -len(ending)] + b"a" + ending)
+    with pytest.raises(HttpProtocolError, match="headers"):
+        feed_bytewise(head[: -len(ending)] + b"a" + ending)
+
+
+def test_a_chunk_size_line_of_1024_bytes_is_read_whole_or_in_pieces() -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    size = b"1;" + b"x" * 1022
+    assert both_ways(head + size + b"\r\nz\r\n0\r\n\r\n").body == b"z"
+    with pytest.raises(HttpProtocolError, match="too long"):
+        http11.ResponseParser().feed(head + size + b"x\r\nz\r\n0\r\n\r\n")
+    with pytest.raises(HttpProtocolError, match="too long"):
+        feed_bytewise(head + size + b"x\r\nz\r\n0\r\n\r\n")
+
+
+def test_a_trailer_line_over_max_head_is_refused_whole_or_in_pieces() -> None:
+    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n"
+    data += b"X-T: " + b"t" * http11.MAX_HEAD + b"\r\n\r\n"
+    with pytest.raises(HttpProtocolError, match="trailer"):
+        http11.ResponseParser().feed(data)
+    parser = http11.ResponseParser()
+    with pytest.raises(HttpProtocolError, match="trailer"):
+        for i in range(0, len(data), 4096):
+            parser.feed(data[i : i + 4096])
+
+
+def test_a_bare_cr_in_a_chunk_size_line_is_a_protocol_error() -> None:
+    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\r\nz\r\n0\r\n\r\n"
+    with pytest.raises(HttpProtocolError, match="bare CR"):
+        http11.ResponseParser().feed(data)
+    with pytest.raises(HttpProtocolError, match="bare CR"):
+        feed_bytewise(data)
+
+
 def test_oversized_chunk_size_line() -> None:
     parser = http11.ResponseParser()
     parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")

@@ -43,17 +43,20 @@ class Response(NamedTuple):
 _new_response = tuple.__new__
 
 
-def _head_end(data: bytes | bytearray) -> tuple[int, int]:
-    """(where the head ends, where what follows it starts): the first empty line, whether
-    lines end with CRLF or a bare LF; (-1, -1) while there is none yet."""
-    end = data.find(b"\n")
-    while end >= 0:
-        after = data[end + 1 : end + 3]
-        if after[:1] == b"\n" or after == b"\r\n":
-            start = end + (2 if after[:1] == b"\n" else 3)
-            return (end - 1 if data[end - 1 : end] == b"\r" else end), start
-        end = data.find(b"\n", end + 1)
-    return -1, -1
+def _head_end(data: bytes | bytearray, since: int = 0) -> tuple[int, int]:
+    """(where the head ends, where what follows it starts): the first empty line at or past
+    ``since``, whether lines end with CRLF or a bare LF; (-1, -1) while there is none yet.
+    Two searches in C: a head that arrives a few bytes at a time is not scanned line by
+    line in Python on every piece (a hostile server could make that cost seconds)."""
+    bare = data.find(b"\n\n", since)
+    crlf = data.find(b"\n\r\n", since)
+    if bare < 0 and crlf < 0:
+        return -1, -1
+    if crlf < 0 or 0 <= bare < crlf:
+        end, start = bare, bare + 2
+    else:
+        end, start = crlf, crlf + 3
+    return (end - 1 if data[end - 1 : end] == b"\r" else end), start
 
 
 def _head_lines(head: str) -> list[str]:
@@ -197,6 +200,7 @@ class ResponseParser:
         self._body = bytearray()
         self._received = 0
         self._chunk_state = "size"  # "size" | "data" | "crlf" | "trailer"
+        self._scanned = 0  # where the search for the head's end goes on from
         self.done: Response | None = None
 
     def feed(self, data: bytes) -> Response | None:
@@ -248,13 +252,16 @@ class ResponseParser:
 
     def _parse_head(self) -> bool:
         while True:
-            end, start = _head_end(self._buffer)
-            if end < 0 or end > MAX_HEAD:
-                if len(self._buffer) > MAX_HEAD:
-                    raise HttpProtocolError(f"response headers over {MAX_HEAD} bytes")
+            end, start = _head_end(self._buffer, self._scanned)
+            # (the empty line's 3 bytes past a head of MAX_HEAD may not all be here yet)
+            if end > MAX_HEAD or (end < 0 and len(self._buffer) > MAX_HEAD + 3):
+                raise HttpProtocolError(f"response headers over {MAX_HEAD} bytes")
+            if end < 0:
+                self._scanned = max(0, len(self._buffer) - 2)  # an empty line may end here
                 return False
             head = bytes(self._buffer[:end]).decode("latin-1")
             del self._buffer[:start]
+            self._scanned = 0  # (an interim answer's: the next head starts afresh)
             lines = _head_lines(head)
             parts = lines[0].split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _digits(parts[1]):
@@ -305,11 +312,14 @@ class ResponseParser:
         while True:
             if self._chunk_state == "size":
                 end, start = _line_end(self._buffer)
-                if end < 0 or end > 1024:
-                    if end > 1024 or len(self._buffer) > 1024:
-                        raise HttpProtocolError("chunk size line too long")
+                if end > 1024 or (end < 0 and len(self._buffer) > 1025):  # (1024 + its CR)
+                    raise HttpProtocolError("chunk size line too long")
+                if end < 0:
                     return False
-                line = bytes(self._buffer[:end]).split(b";", 1)[0].strip()
+                raw = bytes(self._buffer[:end])
+                if b"\r" in raw:
+                    raise HttpProtocolError(f"a bare CR in a chunk size line: {raw[:20]!r}")
+                line = raw.split(b";", 1)[0].strip()
                 del self._buffer[:start]
                 if not line or len(line) > 16 or line.strip(b"0123456789abcdefABCDEF"):
                     raise HttpProtocolError(f"bad chunk size {line[:20]!r}")
@@ -339,9 +349,9 @@ class ResponseParser:
                 self._chunk_state = "size"
             else:  # trailer: lines until an empty one
                 end, start = _line_end(self._buffer)
+                if end > MAX_HEAD or (end < 0 and len(self._buffer) > MAX_HEAD + 1):
+                    raise HttpProtocolError("chunked trailer too long")  # (a line of it)
                 if end < 0:
-                    if len(self._buffer) > MAX_HEAD:
-                        raise HttpProtocolError("chunked trailer too long")
                     return False
                 del self._buffer[:start]
                 if end == 0:

@@ -33,6 +33,8 @@ import time
 import uuid
 from pathlib import Path
 
+from cpu_per_envelope import WITHOUT_FAST  # what the fast extra installs (stdlib only)
+
 HERE = Path(__file__).resolve().parent
 STAGES = ("measure", "submit", "take", "encode", "write", "read", "report")
 ROUNDS_PER_CHILD = 3  # rounds one child process runs (children alternate between peers)
@@ -102,9 +104,6 @@ def rounds(count: int, repeats: int) -> dict[str, list[float]]:
             out[stage].append((end - begin) / count * 1e6)
         out["total"].append((marks[-1] - marks[0]) / count * 1e6)
     return out
-
-
-WITHOUT_FAST = ("orjson", "isal", "zstandard")  # what the fast extra installs
 
 
 def child_main(count: int, repeats: int, plain: bool = False) -> None:
